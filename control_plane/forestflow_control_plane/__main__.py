@@ -1,0 +1,38 @@
+"""Process entry points of the control plane and the local platform:
+`python -m forestflow_control_plane api|worker|gateway`, configured by the environment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import uvicorn
+
+from forestflow_control_plane.api import create_app
+from forestflow_control_plane.auth import load_tokens
+from forestflow_control_plane.platforms.local.gateway import Gateway
+from forestflow_control_plane.settings import Settings
+from forestflow_control_plane.workers import run_worker
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m forestflow_control_plane")
+    parser.add_argument("process", choices=["api", "worker", "gateway"])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    if args.process == "api":
+        app = create_app(settings, load_tokens(os.environ))
+        uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+    elif args.process == "gateway":
+        uvicorn.run(
+            Gateway(settings), host=settings.gateway_host, port=settings.gateway_port,
+            log_level="warning", lifespan="on", timeout_graceful_shutdown=30,
+        )
+    else:
+        run_worker(settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Registering a variant from a model file: the store transition behind `ffctl deploy`."""
+
+from __future__ import annotations
+
+import contextlib
+
+from forestflow_control_plane.model_file import ModelFile
+from forestflow_control_plane.records import ContractRecord, ContractSnapshot, VariantRecord
+from forestflow_control_plane.store import ConflictError, NotFoundError, Store
+
+
+def register(store: Store, model: ModelFile, who: str) -> ContractSnapshot:
+    """Store the variant (and its contract on first deploy). Deploying the very same file
+    again changes nothing, like `kubectl apply`; a different file under an existing version,
+    or a contract schema that differs from the stored one, is a conflict."""
+    contract = model.contract.name
+    version = model.variant.version
+    contract_spec = model.contract.model_dump(mode="json", exclude={"name"})
+    variant_spec = {
+        **model.variant.model_dump(mode="json", by_alias=True, exclude={"version"}),
+        "rollout": model.rollout.model_dump(mode="json"),
+        "expiry": model.expiry.model_dump(mode="json"),
+    }
+
+    def change(before: ContractSnapshot | None) -> ContractSnapshot:
+        if before is None:
+            before = ContractSnapshot(ContractRecord(name=contract, spec=contract_spec), {})
+        elif before.contract.spec != contract_spec:
+            raise ConflictError(
+                f"contract: inputs/outputs differ from those stored for {contract}; "
+                "a contract's schema is fixed once deployed"
+            )
+        if version in before.variants:
+            raise ConflictError(
+                f"variant.version: {version} already exists under {contract} with another "
+                "spec; deploy a new version"
+            )
+        return before.with_variant(VariantRecord(contract, version, variant_spec))
+
+    with contextlib.suppress(NotFoundError):
+        current = store.get(contract)
+        existing = current.variants.get(version)
+        unchanged = existing is not None and existing.spec == variant_spec
+        if unchanged and current.contract.spec == contract_spec:
+            return current
+    return store.update(contract, change, who=who, what=f"deploy {version}")

@@ -1,0 +1,233 @@
+"""The model.yaml schema: what a user writes to deploy one variant under a contract.
+
+Unknown or misspelt fields are errors that name them; every error carries the dotted path
+of the field it is about, so the API and ffctl can say exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DNS_LABEL = r"^[a-z]([-a-z0-9]{0,30}[a-z0-9])?$"
+CONTRACT_NAME = r"^[a-z]([-a-z0-9]{0,30}[a-z0-9])?/[a-z]([-a-z0-9]{0,30}[a-z0-9])?$"
+DEVICE = r"^(cpu|mps|cuda(:[0-9]+)?)$"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
+
+Datatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BF16", "BYTES",
+]
+ModelFormat = Literal["torchscript", "torch_export", "state_dict", "onnx", "sklearn"]
+Dim = Annotated[int, Field(ge=-1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class TensorSpec(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    datatype: Datatype
+    shape: list[Dim] = Field(min_length=1, max_length=8)
+
+    @model_validator(mode="after")
+    def _no_zero_dims(self) -> TensorSpec:
+        if 0 in self.shape:
+            raise ValueError("shape: dimensions are positive sizes or -1 (any)")
+        return self
+
+
+class ContractSpec(_Strict):
+    name: str = Field(pattern=CONTRACT_NAME, description="namespace/name, e.g. fraud/scoring")
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1)
+
+
+class ModelArtifact(_Strict):
+    uri: str = Field(min_length=1, description="local path, file://, http(s)://")
+    format: ModelFormat
+    model_class: str | None = Field(
+        default=None, alias="class", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:Class whose instance loads a state dict (format state_dict)",
+    )
+    python_path: str | None = Field(
+        default=None, description="directory that holds the module of `class`"
+    )
+    allow_pickle: bool = Field(
+        default=False, description="sklearn/joblib artifacts unpickle: opt in explicitly"
+    )
+
+    @model_validator(mode="after")
+    def _format_needs(self) -> ModelArtifact:
+        if self.format == "state_dict" and not self.model_class:
+            raise ValueError("class: required when format is state_dict")
+        if self.format == "sklearn" and not self.allow_pickle:
+            raise ValueError("allow_pickle: must be true for format sklearn (it unpickles)")
+        return self
+
+
+class Batching(_Strict):
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    window_ms: float = Field(default=2.0, ge=0, le=1000)
+    max_queue: int = Field(default=256, ge=1, le=100_000)
+    timeout_ms: int = Field(default=30_000, ge=1, le=3_600_000)
+
+
+class Scaling(_Strict):
+    min_replicas: int = Field(default=0, ge=0, le=100)
+    max_replicas: int = Field(default=1, ge=1, le=100)
+    target_concurrency: int = Field(default=8, ge=1, le=10_000)
+    retention_seconds: float = Field(
+        default=60.0, ge=0, le=86_400, description="idle time before scaling to zero"
+    )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Scaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas: must not exceed max_replicas")
+        return self
+
+
+class Resources(_Strict):
+    cpu: str | None = Field(default=None, pattern=QUANTITY)
+    memory: str | None = Field(default=None, pattern=QUANTITY)
+    gpu: int = Field(default=0, ge=0, le=16)
+
+
+class VariantSpec(_Strict):
+    version: str = Field(pattern=DNS_LABEL, description="e.g. v3; also the version's route tag")
+    model: ModelArtifact
+    device: str = Field(default="cpu", pattern=DEVICE)
+    cpu_threads: int | None = Field(default=None, ge=1, le=256)
+    resources: Resources = Resources()
+    batching: Batching = Batching()
+    scaling: Scaling = Scaling()
+
+
+class PhaseIn(_Strict):
+    """How the new variant takes traffic: `immediate`; `canary` through explicit `steps`,
+    each held `hold_seconds`; or `linear`, an even ramp over `duration_seconds` moving
+    every `interval_seconds`."""
+
+    policy: Literal["immediate", "canary", "linear"] = "immediate"
+    steps: list[Annotated[int, Field(ge=1, le=100)]] | None = Field(
+        default=None, min_length=1, max_length=100
+    )
+    hold_seconds: float = Field(default=60.0, ge=0, le=7 * 86_400)
+    duration_seconds: float | None = Field(default=None, gt=0, le=30 * 86_400)
+    interval_seconds: float = Field(default=30.0, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _policy_needs(self) -> PhaseIn:
+        if self.policy == "canary":
+            if not self.steps:
+                raise ValueError("steps: required for a canary, e.g. [5, 25, 50, 100]")
+            rising = all(a < b for a, b in itertools.pairwise(self.steps))
+            if self.steps[-1] != 100 or not rising:
+                raise ValueError("steps: must increase and end at 100")
+        elif self.steps is not None:
+            raise ValueError(f"steps: only for a canary, not for {self.policy}")
+        if self.policy == "linear":
+            if self.duration_seconds is None:
+                raise ValueError("duration_seconds: required for a linear ramp")
+            if self.interval_seconds > self.duration_seconds:
+                raise ValueError("interval_seconds: must not exceed duration_seconds")
+        return self
+
+
+class Rollout(_Strict):
+    phase_in: PhaseIn = PhaseIn()
+
+
+class Expiry(_Strict):
+    """Retire old variants once a rollout succeeds; a variant with traffic never expires."""
+
+    keep_latest: int | None = Field(default=None, ge=1, le=1000)
+    on_replacement: bool = Field(
+        default=False, description="expire the variants the new one replaced at 100 %"
+    )
+
+
+class ModelFile(_Strict):
+    contract: ContractSpec
+    variant: VariantSpec
+    rollout: Rollout = Rollout()
+    expiry: Expiry = Expiry()
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class ModelFileError(ValueError):
+    """model.yaml is not valid; `errors` names every offending field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
+def parse_model_file(text: str) -> ModelFile:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ModelFileError([FieldError("", f"not valid YAML: {exc}")]) from None
+    return validate_model_file(data)
+
+
+def validate_model_file(data: Any) -> ModelFile:
+    if not isinstance(data, dict):
+        raise ModelFileError([FieldError("", "a model file is a mapping: contract, variant")])
+    try:
+        return ModelFile.model_validate(data)
+    except ValidationError as exc:
+        raise ModelFileError([_field_error(e) for e in exc.errors()]) from None
+
+
+def _field_error(error: Any) -> FieldError:
+    loc = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    message = message.removeprefix("Value error, ")
+    # A model validator reports "field: why"; fold the field into the dotted path.
+    if error["type"] == "value_error" and re.match(r"^\w+: ", message):
+        sub, _, message = message.partition(": ")
+        loc = f"{loc}.{sub}" if loc else sub
+    return FieldError(loc, message)
+
+
+def local_path(uri: str) -> Path | None:
+    """The filesystem path a URI names, or None for a remote one."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    if parsed.scheme in ("", ) or re.match(r"^[A-Za-z]$", parsed.scheme):
+        return Path(uri)
+    return None
+
+
+def check_local_artifacts(model: ModelFile) -> None:
+    """Refuse a model file whose local artifact or code directory does not exist."""
+    errors = []
+    path = local_path(model.variant.model.uri)
+    if path is not None and not path.exists():
+        errors.append(FieldError("variant.model.uri", f"no such file: {path}"))
+    code = model.variant.model.python_path
+    if code is not None and not Path(code).is_dir():
+        errors.append(FieldError("variant.model.python_path", f"no such directory: {code}"))
+    if errors:
+        raise ModelFileError(errors)

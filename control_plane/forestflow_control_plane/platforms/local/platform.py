@@ -1,0 +1,69 @@
+"""Apply side of the local platform: keep the Knative objects in Redis for the gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from redis import Redis
+
+from forestflow_control_plane import names
+from forestflow_control_plane.desired import DesiredState
+from forestflow_control_plane.platforms.base import VariantStatus
+from forestflow_control_plane.resources import CONTRACT_LABEL, VERSION_LABEL, make_objects
+
+HASH_OF_KIND = {"Service": names.LOCAL_SERVICES, "Route": names.LOCAL_ROUTES}
+
+
+class LocalPlatform:
+    def __init__(self, redis: Redis, image: str) -> None:
+        self._redis = redis
+        self._image = image
+
+    def apply(self, state: DesiredState) -> bool:
+        """Write objects that differ, drop this contract's objects that are no longer
+        desired, and wake the gateway. A repeat apply writes nothing."""
+        wanted = {
+            (HASH_OF_KIND[o["kind"]], _field(o)): orjson.dumps(o, option=orjson.OPT_SORT_KEYS)
+            for o in make_objects(state, self._image)
+        }
+        label = state.contract.replace("/", ".")
+        pipe = self._redis.pipeline()
+        for key in HASH_OF_KIND.values():
+            pipe.hgetall(key)
+        current = {}
+        for key, rows in zip(HASH_OF_KIND.values(), pipe.execute(), strict=True):
+            for field, raw in rows.items():
+                if orjson.loads(raw)["metadata"]["labels"].get(CONTRACT_LABEL) == label:
+                    current[(key, field.decode())] = raw
+        if current == wanted:
+            return False
+        pipe = self._redis.pipeline()
+        for key, field in current.keys() - wanted.keys():
+            pipe.hdel(key, field)
+        for (key, field), raw in wanted.items():
+            if current.get((key, field)) != raw:
+                pipe.hset(key, field, raw)
+        pipe.publish(names.LOCAL_CHANGED, state.contract)
+        pipe.execute()
+        return True
+
+    def observe(self, contract: str) -> dict[str, VariantStatus]:
+        label = contract.replace("/", ".")
+        statuses = {}
+        for raw in self._redis.hvals(names.LOCAL_STATUS):
+            status = orjson.loads(raw)
+            if status["contract"] == label:
+                statuses[status["version"]] = VariantStatus(
+                    status["version"], status["ready"], status["replicas"]
+                )
+        return statuses
+
+
+def _field(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    return names.object_key(meta["namespace"], meta["name"])
+
+
+def version_of(service: dict[str, Any]) -> str:
+    return str(service["metadata"]["labels"][VERSION_LABEL])

@@ -1,0 +1,37 @@
+"""An in-memory platform for tests of jobs and policies: it keeps the objects it is given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from forestflow_control_plane.desired import DesiredState
+from forestflow_control_plane.platforms.base import VariantStatus
+from forestflow_control_plane.resources import CONTRACT_LABEL, make_objects
+
+
+class MemoryPlatform:
+    def __init__(self, image: str = "runtime:test") -> None:
+        self.image = image
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.applies = 0
+
+    def apply(self, state: DesiredState) -> bool:
+        """Keep exactly the desired objects of this contract, as the real platforms do."""
+        self.applies += 1
+        label = state.contract.replace("/", ".")
+        wanted = {
+            (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]): o
+            for o in make_objects(state, self.image)
+        }
+        current = {
+            key: obj
+            for key, obj in self.objects.items()
+            if obj["metadata"]["labels"].get(CONTRACT_LABEL) == label
+        }
+        for key in current.keys() - wanted.keys():
+            del self.objects[key]
+        self.objects.update(wanted)
+        return current != wanted
+
+    def observe(self, contract: str) -> dict[str, VariantStatus]:
+        return {}

@@ -1,0 +1,258 @@
+"""How a new variant takes its share of a contract's traffic.
+
+A plan is a schedule of candidate percents, each held for a while; a rollout's progress
+is where it stands in that schedule. `step` is pure (the time is an argument), in the
+style of Knative's traffic/rollout.go: the rollout job loads the progress, steps it,
+applies the split and schedules itself for `next_at`. Replaying a step with the same
+inputs gives the same result, so a retried job is harmless.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from forestflow_control_plane.policies.gates import Gate, GateResult
+from forestflow_control_plane.policies.split import shift
+from forestflow_control_plane.records import ContractSnapshot
+
+
+def immediate(snapshot: ContractSnapshot, version: str) -> dict[str, int]:
+    """All traffic to `version` at once; every other variant keeps a 0 % entry."""
+    if version not in snapshot.variants:
+        raise KeyError(version)
+    return {v: (100 if v == version else 0) for v in snapshot.variants}
+
+
+@dataclass(frozen=True)
+class Immediate:
+    """100 % at once; with a gate, the rollout stays revocable until the gate passes."""
+
+    gate: Gate | None = None
+
+    def percent(self, step: int) -> int:
+        return 100
+
+    def last_step(self) -> int:
+        return 0
+
+    def hold(self) -> float:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Canary:
+    """Fixed steps, e.g. (5, 25, 50, 100), each held `hold_seconds`."""
+
+    steps: tuple[int, ...]
+    hold_seconds: float
+    gate: Gate | None = None
+
+    def __post_init__(self) -> None:
+        if not self.steps or self.steps[-1] != 100:
+            raise ValueError(f"steps: must end at 100, got {self.steps}")
+        if any(not 0 < s <= 100 for s in self.steps):
+            raise ValueError(f"steps: each must be in 1..100, got {self.steps}")
+        if any(a >= b for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise ValueError(f"steps: must increase, got {self.steps}")
+        if self.hold_seconds < 0:
+            raise ValueError(f"hold_seconds: must be >= 0, got {self.hold_seconds}")
+
+    def percent(self, step: int) -> int:
+        return self.steps[step]
+
+    def last_step(self) -> int:
+        return len(self.steps) - 1
+
+    def hold(self) -> float:
+        return self.hold_seconds
+
+
+@dataclass(frozen=True)
+class Linear:
+    """An even ramp to 100 % over `duration_seconds`, one step per `interval_seconds`.
+
+    Step k of n = ceil(duration / interval) gives ceil(100 k / n) %, so the first step is
+    never 0 % and the last is 100 %. Beyond 100 steps some percents repeat, which keeps
+    the duration the user asked for.
+    """
+
+    duration_seconds: float
+    interval_seconds: float
+    gate: Gate | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.interval_seconds <= self.duration_seconds:
+            raise ValueError(
+                "interval_seconds: must be > 0 and <= duration_seconds, got"
+                f" {self.interval_seconds} and {self.duration_seconds}"
+            )
+
+    def percent(self, step: int) -> int:
+        return -(-100 * (step + 1) // (self.last_step() + 1))  # ceil, in integers
+
+    def last_step(self) -> int:
+        return math.ceil(self.duration_seconds / self.interval_seconds) - 1
+
+    def hold(self) -> float:
+        return self.interval_seconds
+
+
+Plan = Immediate | Canary | Linear
+
+
+class RolloutStatus(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+
+
+FINISHED = frozenset({RolloutStatus.SUCCEEDED, RolloutStatus.ROLLED_BACK, RolloutStatus.ABORTED})
+
+
+@dataclass(frozen=True)
+class RolloutProgress:
+    """Where a rollout stands: `step` indexes the plan's schedule; `previous` is the split
+    before the rollout began, what a rollback restores exactly ({} on a first deploy: a
+    rolled-back first deploy serves nothing)."""
+
+    candidate: str
+    previous: dict[str, int]
+    step: int
+    started_at: float
+    step_started_at: float
+    status: RolloutStatus = RolloutStatus.RUNNING
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "candidate": self.candidate,
+            "previous": self.previous,
+            "step": self.step,
+            "started_at": self.started_at,
+            "step_started_at": self.step_started_at,
+            "status": self.status.value,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RolloutProgress:
+        return cls(**{**data, "status": RolloutStatus(data["status"])})
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The new progress, the split to apply now, and when to step again (None: never)."""
+
+    progress: RolloutProgress
+    split: dict[str, int]
+    next_at: float | None
+
+
+class RolloutFinishedError(ValueError):
+    """A control (pause, promote, ...) on a rollout that has already finished."""
+
+
+def split_of(plan: Plan, progress: RolloutProgress) -> dict[str, int]:
+    """The traffic split that `progress` stands for."""
+    if progress.status in (RolloutStatus.ROLLED_BACK, RolloutStatus.ABORTED):
+        return dict(progress.previous)
+    if progress.status == RolloutStatus.SUCCEEDED:
+        return shift(progress.previous, progress.candidate, 100)
+    # min(): a plan shortened mid-rollout (a redeploy) carries on from its new last step.
+    percent = plan.percent(min(progress.step, plan.last_step()))
+    return shift(progress.previous, progress.candidate, percent)
+
+
+def start(plan: Plan, candidate: str, previous: dict[str, int], now: float) -> StepResult:
+    """Begin at the plan's first step; an ungated Immediate plan succeeds right away."""
+    return step(plan, RolloutProgress(candidate, dict(previous), 0, now, now), now, None)
+
+
+def step(
+    plan: Plan, progress: RolloutProgress, now: float, gate: GateResult | None
+) -> StepResult:
+    """Advance one step if the hold is over and (for a gated plan) the gate passed.
+
+    A failing gate rolls back at once, even mid-hold: a bad candidate should not wait out
+    its hold. An undecided gate (or none given to a gated plan) holds and asks to be
+    called again after the gate's `recheck_seconds`. An ungated plan ignores `gate`.
+    Paused and finished rollouts do not move. After the last step (100 %) has been held
+    and gated like any other, the rollout succeeds.
+    """
+    if progress.status != RolloutStatus.RUNNING:
+        return _result(plan, progress, None)
+    verdict = gate if plan.gate is not None else None
+    if verdict is not None and verdict.passed is False:
+        return _finish(plan, progress, RolloutStatus.ROLLED_BACK, verdict.reason)
+    due = progress.step_started_at + plan.hold()
+    if now < due:
+        return _result(plan, progress, due)
+    if plan.gate is not None and (verdict is None or verdict.passed is None):
+        return _result(plan, progress, now + plan.gate.recheck_seconds)
+    if progress.step >= plan.last_step():
+        reason = verdict.reason if verdict is not None else "all steps held"
+        return _finish(plan, progress, RolloutStatus.SUCCEEDED, reason)
+    advanced = replace(progress, step=progress.step + 1, step_started_at=now)
+    return _result(plan, advanced, now + plan.hold())
+
+
+def promote(plan: Plan, progress: RolloutProgress, reason: str = "") -> StepResult:
+    """Skip the remaining steps: the candidate serves 100 % and the rollout succeeds."""
+    return _finish(plan, _unfinished(progress), RolloutStatus.SUCCEEDED, reason or "promoted")
+
+
+def pause(plan: Plan, progress: RolloutProgress, reason: str = "") -> StepResult:
+    """Freeze the split where it is until `resume`."""
+    paused = replace(
+        _unfinished(progress), status=RolloutStatus.PAUSED, reason=reason or "paused"
+    )
+    return _result(plan, paused, None)
+
+
+def resume(plan: Plan, progress: RolloutProgress, now: float, reason: str = "") -> StepResult:
+    """Carry on from the same step; its hold starts again, so the gate sees fresh metrics.
+
+    Resuming a running rollout changes nothing (a retried resume must not restart a hold).
+    """
+    if _unfinished(progress).status == RolloutStatus.RUNNING:
+        return _result(plan, progress, progress.step_started_at + plan.hold())
+    running = replace(
+        progress,
+        status=RolloutStatus.RUNNING,
+        step_started_at=now,
+        reason=reason or "resumed",
+    )
+    return _result(plan, running, now + plan.hold())
+
+
+def rollback(plan: Plan, progress: RolloutProgress, reason: str = "") -> StepResult:
+    """Give every version exactly its share from before the rollout."""
+    return _finish(plan, _unfinished(progress), RolloutStatus.ROLLED_BACK, reason or "rollback")
+
+
+def abort(plan: Plan, progress: RolloutProgress, reason: str = "") -> StepResult:
+    """Like rollback (the previous split, exactly), recorded as abandoned rather than failed."""
+    return _finish(plan, _unfinished(progress), RolloutStatus.ABORTED, reason or "aborted")
+
+
+def _unfinished(progress: RolloutProgress) -> RolloutProgress:
+    if progress.status in FINISHED:
+        raise RolloutFinishedError(
+            f"rollout of {progress.candidate} already {progress.status.value}"
+        )
+    return progress
+
+
+def _finish(
+    plan: Plan, progress: RolloutProgress, status: RolloutStatus, reason: str
+) -> StepResult:
+    return _result(plan, replace(progress, status=status, reason=reason), None)
+
+
+def _result(plan: Plan, progress: RolloutProgress, next_at: float | None) -> StepResult:
+    return StepResult(progress, split_of(plan, progress), next_at)

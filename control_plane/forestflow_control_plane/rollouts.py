@@ -1,0 +1,292 @@
+"""Rollouts as RQ jobs: load, step the phase-in policy, save, apply, schedule the next step.
+
+The rollout's progress is stored on the contract record, so every step is one
+compare-and-set transition and a worker killed between steps loses nothing: the scheduled
+step waits in Redis for the next worker. Each scheduled step carries a token; a step whose
+token is no longer the stored one (a stale or duplicated job) changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from redis import Redis
+from rq import Queue, get_current_job
+
+from forestflow_control_plane import names
+from forestflow_control_plane.desired import LIVE_STATES, desired_state
+from forestflow_control_plane.platforms.base import Platform
+from forestflow_control_plane.platforms.local.platform import LocalPlatform
+from forestflow_control_plane.policies import expiry, phase_in
+from forestflow_control_plane.policies.phase_in import (
+    Canary,
+    Immediate,
+    Linear,
+    Plan,
+    RolloutProgress,
+    RolloutStatus,
+    StepResult,
+)
+from forestflow_control_plane.records import ContractSnapshot, VariantRecord, VariantState
+from forestflow_control_plane.settings import Settings, SettingsError
+from forestflow_control_plane.store import ConflictError, NotFoundError, Store
+
+JOB_TIMEOUT_S = 600
+
+
+class Action(StrEnum):
+    PROMOTE = "promote"
+    PAUSE = "pause"
+    RESUME = "resume"
+    ROLLBACK = "rollback"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """A rollout step to run at `at` (epoch seconds)."""
+
+    contract: str
+    version: str
+    token: int
+    at: float
+
+
+Schedule = Callable[[StepCall], None]
+
+
+def plan_of(spec: dict[str, Any]) -> Plan:
+    """The phase-in plan a variant's stored model-file spec asks for."""
+    phase = spec["rollout"]["phase_in"]
+    if phase["policy"] == "canary":
+        return Canary(tuple(phase["steps"]), phase["hold_seconds"])
+    if phase["policy"] == "linear":
+        return Linear(phase["duration_seconds"], phase["interval_seconds"])
+    return Immediate()
+
+
+class Rollouts:
+    def __init__(
+        self,
+        store: Store,
+        platform: Platform,
+        schedule: Schedule,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._platform = platform
+        self._schedule = schedule
+        self._clock = clock
+
+    def start(self, contract: str, version: str) -> dict[str, Any]:
+        """Begin `version`'s phase-in from the current split; an unfinished rollout of
+        another version is aborted first (its split restored). Repeating it is harmless."""
+        now = self._clock()
+
+        def change(before: ContractSnapshot) -> tuple[ContractSnapshot, StepResult | None]:
+            variant = _variant(before, version)
+            record = before.contract.rollout
+            if variant.state not in (VariantState.PENDING,) or (
+                record is not None and record["candidate"] == version
+            ):
+                return before, None
+            base = before
+            if record is not None and _unfinished(record):
+                plan = plan_of(before.variants[record["candidate"]].spec)
+                aborted = phase_in.abort(
+                    plan, RolloutProgress.from_dict(record["progress"]), f"superseded by {version}"
+                )
+                base = _with_result(before, plan, aborted, record["token"], now)
+            previous = {v: p for v, p in base.contract.traffic.items() if p > 0}
+            plan = plan_of(variant.spec)
+            result = phase_in.start(plan, version, previous, now)
+            token = (record["token"] if record else 0) + 1
+            return _with_result(base, plan, result, token, now), result
+
+        return self._transition(contract, version, change)
+
+    def advance(self, contract: str, version: str, token: int) -> dict[str, Any]:
+        now = self._clock()
+
+        def change(before: ContractSnapshot) -> tuple[ContractSnapshot, StepResult | None]:
+            record = before.contract.rollout
+            if record is None or record["candidate"] != version or record["token"] != token:
+                return before, None
+            plan = plan_of(_variant(before, version).spec)
+            result = phase_in.step(plan, RolloutProgress.from_dict(record["progress"]), now, None)
+            return _with_result(before, plan, result, token + 1, now), result
+
+        return self._transition(contract, version, change)
+
+    def act(self, contract: str, action: Action, who: str) -> dict[str, Any]:
+        """promote, pause, resume, rollback or abort the contract's current rollout."""
+        now = self._clock()
+        snapshot = self._store.get(contract)
+        record = snapshot.contract.rollout
+        if record is None:
+            raise ConflictError(f"contract {contract!r} has no rollout to {action}")
+        version = record["candidate"]
+
+        def change(before: ContractSnapshot) -> tuple[ContractSnapshot, StepResult | None]:
+            current = before.contract.rollout
+            if current is None or current["candidate"] != version:
+                raise ConflictError(f"the rollout of {contract} changed; try again")
+            plan = plan_of(_variant(before, version).spec)
+            progress = RolloutProgress.from_dict(current["progress"])
+            reason = f"{action} by {who}"
+            try:
+                if action is Action.RESUME:
+                    result = phase_in.resume(plan, progress, now, reason)
+                else:
+                    result = getattr(phase_in, action.value)(plan, progress, reason)
+            except phase_in.RolloutFinishedError as exc:
+                raise ConflictError(f"rollout of {contract}@{version}: {exc}") from None
+            token = current["token"] + 1
+            return _with_result(before, plan, result, token, now), result
+
+        return self._transition(contract, version, change, who=who)
+
+    def _transition(
+        self,
+        contract: str,
+        version: str,
+        change: Callable[[ContractSnapshot], tuple[ContractSnapshot, StepResult | None]],
+        who: str = "rollout",
+    ) -> dict[str, Any]:
+        outcome: list[StepResult | None] = [None]
+
+        def apply_change(before: ContractSnapshot | None) -> ContractSnapshot:
+            if before is None:
+                raise NotFoundError(f"contract {contract!r} not found")
+            after, outcome[0] = change(before)
+            return after
+
+        current = self._store.get(contract)
+        if apply_change(current) == current:
+            after = current
+        else:
+            after = self._store.update(
+                contract, apply_change, who=who, what=lambda: _describe(version, outcome[0])
+            )
+            result = outcome[0]
+            if result is not None and result.next_at is not None:
+                record = after.contract.rollout
+                assert record is not None
+                self._schedule(StepCall(contract, version, record["token"], result.next_at))
+        self._platform.apply(desired_state(after))
+        return {
+            "contract": contract,
+            "version": version,
+            "traffic": after.contract.traffic,
+            "rollout": after.contract.rollout,
+        }
+
+
+def _with_result(
+    before: ContractSnapshot, plan: Plan, result: StepResult, token: int, now: float
+) -> ContractSnapshot:
+    """The snapshot once `result` is applied: traffic, candidate state, rollout record,
+    and, when the rollout succeeded, the candidate's expiry policy."""
+    progress = result.progress
+    candidate = before.variants[progress.candidate]
+    state, reason = {
+        RolloutStatus.RUNNING: (VariantState.PHASING_IN, ""),
+        RolloutStatus.PAUSED: (VariantState.PHASING_IN, progress.reason),
+        RolloutStatus.SUCCEEDED: (VariantState.SERVING, ""),
+        RolloutStatus.ROLLED_BACK: (VariantState.FAILED, progress.reason),
+        RolloutStatus.ABORTED: (VariantState.FAILED, progress.reason),
+    }[progress.status]
+    snapshot = before.with_variant(replace(candidate, state=state, reason=reason))
+    traffic = {
+        v: result.split.get(v, 0)
+        for v, record in snapshot.variants.items()
+        if record.state in LIVE_STATES
+    }
+    rollout = {"candidate": progress.candidate, "progress": progress.to_dict(), "token": token}
+    contract = replace(snapshot.contract, traffic=traffic, rollout=rollout)
+    snapshot = replace(snapshot, contract=contract)
+    if progress.status is RolloutStatus.SUCCEEDED:
+        snapshot = _expire(snapshot, candidate, now)
+    return snapshot
+
+
+def _expire(snapshot: ContractSnapshot, candidate: VariantRecord, now: float) -> ContractSnapshot:
+    spec = candidate.spec.get("expiry") or {}
+    policy = expiry.ExpiryPolicy(
+        keep_latest=spec.get("keep_latest"), on_replacement=bool(spec.get("on_replacement"))
+    )
+    for version in expiry.for_snapshot(snapshot, policy, now):
+        record = snapshot.variants[version]
+        snapshot = snapshot.with_variant(
+            replace(record, state=VariantState.EXPIRED, reason=f"expired by {candidate.version}")
+        )
+    traffic = {v: p for v, p in snapshot.contract.traffic.items()
+               if snapshot.variants[v].state in LIVE_STATES}
+    return replace(snapshot, contract=replace(snapshot.contract, traffic=traffic))
+
+
+def _variant(snapshot: ContractSnapshot, version: str) -> VariantRecord:
+    if version not in snapshot.variants:
+        raise NotFoundError(f"variant {snapshot.contract.name}@{version} not found")
+    return snapshot.variants[version]
+
+
+def _unfinished(record: dict[str, Any]) -> bool:
+    return RolloutStatus(record["progress"]["status"]) not in phase_in.FINISHED
+
+
+def _describe(version: str, result: StepResult | None) -> str:
+    if result is None:
+        return f"rollout {version}"
+    progress = result.progress
+    split = ", ".join(f"{v} {p}%" for v, p in sorted(result.split.items()))
+    if progress.status is RolloutStatus.RUNNING:
+        return f"rollout {version}: step {progress.step + 1}: {split}"
+    reason = f" ({progress.reason})" if progress.reason else ""
+    return f"rollout {version}: {progress.status.value}{reason}: {split}"
+
+
+def platform_for(settings: Settings, redis: Redis) -> Platform:
+    if settings.platform == "local":
+        return LocalPlatform(redis, settings.runtime_image)
+    raise SettingsError(f"FF_PLATFORM: platform {settings.platform!r} is not available yet")
+
+
+def rq_schedule(queue: Queue) -> Schedule:
+    def schedule(call: StepCall) -> None:
+        queue.enqueue_at(
+            datetime.fromtimestamp(call.at, tz=UTC),
+            advance_rollout,
+            call.contract,
+            call.version,
+            call.token,
+            job_timeout=JOB_TIMEOUT_S,
+            description=f"rollout step {call.contract}@{call.version} #{call.token}",
+        )
+
+    return schedule
+
+
+def for_job() -> Rollouts:
+    """Rollouts wired to the current RQ job's connection and the worker's settings."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("rollout steps run inside RQ jobs")
+    redis = job.connection
+    queue = Queue(names.ROLLOUT_QUEUE, connection=redis)
+    return Rollouts(Store(redis), platform_for(Settings.from_env(), redis), rq_schedule(queue))
+
+
+def start_rollout(contract: str, version: str) -> dict[str, Any]:
+    """RQ entry point, enqueued by a deploy."""
+    return for_job().start(contract, version)
+
+
+def advance_rollout(contract: str, version: str, token: int) -> dict[str, Any]:
+    """RQ entry point, scheduled by the previous step."""
+    return for_job().advance(contract, version, token)

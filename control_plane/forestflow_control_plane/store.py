@@ -1,0 +1,167 @@
+"""Contracts and variants in Redis, with compare-and-set writes and an audit stream.
+
+One write is one MULTI/EXEC under WATCH: of two concurrent writers one wins and the
+other gets `ConflictError`; the event describing the change commits with it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import orjson
+from redis import Redis
+from redis.exceptions import WatchError
+
+from forestflow_control_plane import names
+from forestflow_control_plane.records import (
+    ContractRecord,
+    ContractSnapshot,
+    Event,
+    VariantRecord,
+)
+
+EVENTS_MAX = 10_000
+
+Change = Callable[[ContractSnapshot | None], ContractSnapshot]
+
+
+class NotFoundError(LookupError):
+    """No such contract or variant."""
+
+
+class ConflictError(RuntimeError):
+    """Someone else wrote the record first, or the change contradicts what is stored."""
+
+
+class Store:
+    def __init__(self, redis: Redis, clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis
+        self._clock = clock
+
+    def contracts(self) -> list[str]:
+        return sorted(m.decode() for m in self._redis.smembers(names.CONTRACTS_INDEX))  # type: ignore[union-attr]
+
+    def get(self, contract: str) -> ContractSnapshot:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(names.contract_key(contract))
+        pipe.hgetall(names.variants_key(contract))
+        snapshot = _decode(*pipe.execute())
+        if snapshot is None:
+            raise NotFoundError(f"contract {contract!r} not found")
+        return snapshot
+
+    def update(
+        self,
+        contract: str,
+        change: Change,
+        *,
+        who: str,
+        what: str | Callable[[], str],
+        expected_generation: int | None = None,
+    ) -> ContractSnapshot:
+        """Apply `change` to the stored snapshot as one compare-and-set transaction.
+        `what` may be a callable, read after `change` ran, to describe what it did."""
+        keys = (names.contract_key(contract), names.variants_key(contract))
+        with self._redis.pipeline() as pipe:
+            try:
+                pipe.watch(*keys)
+                before = _decode(
+                    pipe.get(names.contract_key(contract)),
+                    pipe.hgetall(names.variants_key(contract)),
+                )
+                current = before.contract.generation if before else 0
+                if expected_generation is not None and expected_generation != current:
+                    raise ConflictError(
+                        f"contract {contract!r} is at generation {current}, "
+                        f"not {expected_generation}"
+                    )
+                after = self._stamp(before, change(before))
+                pipe.multi()
+                self._write(pipe, before, after)
+                pipe.xadd(
+                    names.events_key(contract),
+                    {
+                        "who": who,
+                        "what": what if isinstance(what, str) else what(),
+                        "when": repr(self._clock()),
+                        "before": orjson.dumps(_summary(before)),
+                        "after": orjson.dumps(_summary(after)),
+                    },
+                    maxlen=EVENTS_MAX,
+                    approximate=True,
+                )
+                pipe.execute()
+            except WatchError:
+                raise ConflictError(f"contract {contract!r} changed concurrently") from None
+        return after
+
+    def events(self, contract: str, count: int = 100) -> list[Event]:
+        rows = self._redis.xrevrange(names.events_key(contract), count=count)
+        return [_event(entry_id, fields) for entry_id, fields in reversed(rows)]  # type: ignore[arg-type]
+
+    def _stamp(self, before: ContractSnapshot | None, after: ContractSnapshot) -> ContractSnapshot:
+        """Bump the generation and times of every record the change touched."""
+        now = self._clock()
+        old_contract = before.contract if before else None
+        contract = after.contract
+        if contract != old_contract:
+            contract = replace(
+                contract,
+                generation=(old_contract.generation if old_contract else 0) + 1,
+                created_at=old_contract.created_at if old_contract else now,
+                updated_at=now,
+            )
+        variants = {}
+        for version, variant in after.variants.items():
+            old = before.variants.get(version) if before else None
+            if variant != old:
+                variant = replace(
+                    variant,
+                    generation=(old.generation if old else 0) + 1,
+                    created_at=old.created_at if old else now,
+                    updated_at=now,
+                )
+            variants[version] = variant
+        return ContractSnapshot(contract, variants)
+
+    def _write(self, pipe: Any, before: ContractSnapshot | None, after: ContractSnapshot) -> None:
+        name = after.contract.name
+        if before is None or after.contract != before.contract:
+            pipe.set(names.contract_key(name), orjson.dumps(after.contract.to_dict()))
+            pipe.sadd(names.CONTRACTS_INDEX, name)
+        for version, variant in after.variants.items():
+            if before is None or before.variants.get(version) != variant:
+                pipe.hset(names.variants_key(name), version, orjson.dumps(variant.to_dict()))
+
+
+def _decode(raw_contract: Any, raw_variants: dict[Any, Any]) -> ContractSnapshot | None:
+    if raw_contract is None:
+        return None
+    variants = {
+        key.decode(): VariantRecord.from_dict(orjson.loads(value))
+        for key, value in raw_variants.items()
+    }
+    return ContractSnapshot(ContractRecord.from_dict(orjson.loads(raw_contract)), variants)
+
+
+def _summary(snapshot: ContractSnapshot | None) -> dict[str, Any]:
+    if snapshot is None:
+        return {}
+    return {
+        "traffic": snapshot.contract.traffic,
+        "variants": {v: r.state.value for v, r in sorted(snapshot.variants.items())},
+    }
+
+
+def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+    return Event(
+        id=entry_id.decode(),
+        who=fields[b"who"].decode(),
+        what=fields[b"what"].decode(),
+        when=float(fields[b"when"]),
+        before=orjson.loads(fields[b"before"]),
+        after=orjson.loads(fields[b"after"]),
+    )

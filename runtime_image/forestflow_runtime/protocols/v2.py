@@ -1,0 +1,219 @@
+"""Open Inference Protocol v2 REST, plus the binary tensor and model repository (load) extensions.
+
+Paths accept the optional /versions/{version} segment; the version must be our variant.
+"""
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from forestflow_runtime import __version__
+from forestflow_runtime.config import ModelFormat
+from forestflow_runtime.dataplane import DataPlane, OutputTensor
+from forestflow_runtime.errors import InvalidRequest, ModelNotReady
+from forestflow_runtime.http import Request, Response, decode_object, json_response
+from forestflow_runtime.protocols.binary import HEADER, BinaryReader, split_body
+from forestflow_runtime.routing import Route, route
+from forestflow_runtime.validation import (
+    array_from_bytes,
+    array_from_json,
+    check_batch,
+    check_datatype,
+    check_shape,
+)
+
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+class V2Endpoints:
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+
+    def routes(self) -> list[Route]:
+        model = "/v2/models/{name}"
+        versioned = "/v2/models/{name}/versions/{version}"
+        return [
+            route("POST", f"{model}/infer", self.infer, "v2"),
+            route("POST", f"{versioned}/infer", self.infer, "v2"),
+            route("GET", "/v2/health/live", self.live),
+            route("GET", "/v2/health/ready", self.server_ready),
+            route("GET", "/v2", self.server_metadata),
+            route("GET", "/v2/", self.server_metadata),
+            route("GET", model, self.model_metadata),
+            route("GET", versioned, self.model_metadata),
+            route("GET", f"{model}/ready", self.model_ready),
+            route("GET", f"{versioned}/ready", self.model_ready),
+            route("POST", "/v2/repository/models/{name}/load", self.load),
+        ]
+
+    async def live(self, request: Request) -> Response:
+        return json_response(200, {"live": True})
+
+    async def server_ready(self, request: Request) -> Response:
+        ready = self.plane.ready
+        return json_response(200 if ready else 503, {"ready": ready})
+
+    async def server_metadata(self, request: Request) -> Response:
+        document = {"name": "forestflow-runtime", "version": __version__, "extensions": EXTENSIONS}
+        return json_response(200, document)
+
+    async def model_ready(self, request: Request) -> Response:
+        self.plane.check_model(request.params["name"], request.params.get("version"))
+        ready = self.plane.ready
+        return json_response(200 if ready else 503, {"name": self.plane.name, "ready": ready})
+
+    async def model_metadata(self, request: Request) -> Response:
+        plane = self.plane
+        plane.check_model(request.params["name"], request.params.get("version"))
+        document: dict[str, Any] = {
+            "name": plane.name,
+            "platform": plane.platform,
+            "inputs": [_tensor_metadata(s.name, s.datatype, s.shape) for s in plane.inputs],
+            "outputs": [
+                _tensor_metadata(s.name, s.datatype, s.shape) for s in plane.config.outputs
+            ],
+        }
+        if plane.config.variant:
+            document["versions"] = [plane.config.variant]
+        return json_response(200, document)
+
+    async def infer(self, request: Request) -> Response:
+        plane = self.plane
+        plane.check_model(request.params["name"], request.params.get("version"))
+        body = split_body(request)
+        document = decode_object(body.json)
+        inputs = self._inputs(document, BinaryReader(body.binary))
+        request_id = document.get("id")
+        outputs = await plane.infer(
+            inputs,
+            request.timeout_s(plane.default_timeout_s),
+            request_id if isinstance(request_id, str) else None,
+        )
+        return self._response(document, outputs)
+
+    async def load(self, request: Request) -> Response:
+        """Hot swap: {"parameters": {"uri": ..., "format": ...?}} replaces the served model."""
+        self.plane.check_model(request.params["name"])
+        document = decode_object(request.body) if request.body else {}
+        parameters = document.get("parameters")
+        if not isinstance(parameters, dict) or not isinstance(parameters.get("uri"), str):
+            raise InvalidRequest("parameters.uri: required, the new model artifact's URI")
+        raw_format = parameters.get("format")
+        try:
+            model_format = None if raw_format is None else ModelFormat(raw_format)
+        except ValueError:
+            allowed = ", ".join(f.value for f in ModelFormat)
+            raise InvalidRequest(
+                f"parameters.format: {raw_format!r} is not one of {allowed}"
+            ) from None
+        result = await self.plane.swap(parameters["uri"], model_format)
+        return json_response(
+            200,
+            {
+                "name": self.plane.name,
+                "uri": result.uri,
+                "format": result.format.value,
+                "load_seconds": result.seconds,
+            },
+        )
+
+    def _inputs(self, document: dict[str, object], reader: BinaryReader) -> tuple[np.ndarray, ...]:
+        plane = self.plane
+        if not plane.ready:
+            raise ModelNotReady("model is not ready")
+        items = document.get("inputs")
+        if not isinstance(items, list) or not items:
+            raise InvalidRequest("inputs: expected a non-empty list of tensors")
+        arrays: list[np.ndarray | None] = [None] * len(plane.inputs)
+        fields: list[str] = [""] * len(plane.inputs)
+        for position, item in enumerate(items):
+            field = f"inputs[{position}]"
+            if not isinstance(item, dict):
+                raise InvalidRequest(f"{field}: expected an object")
+            name = item.get("name")
+            index = plane.input_index.get(name) if isinstance(name, str) else None
+            if index is None:
+                known = ", ".join(plane.input_index)
+                raise InvalidRequest(f"{field}.name: unknown input {name!r} ({known})")
+            if arrays[index] is not None:
+                raise InvalidRequest(f"{field}.name: input {name!r} given twice")
+            spec = plane.inputs[index]
+            check_datatype(field, spec, item.get("datatype"))
+            shape = check_shape(field, spec, item.get("shape"))
+            parameters = item.get("parameters")
+            size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+            if size is not None:
+                arrays[index] = array_from_bytes(field, spec, reader.take(field, size), shape)
+            else:
+                arrays[index] = array_from_json(field, spec, item.get("data"), shape)
+            fields[index] = field
+        reader.finish()
+        missing = [spec.name for spec, a in zip(plane.inputs, arrays, strict=True) if a is None]
+        if missing:
+            raise InvalidRequest(f"inputs: missing {', '.join(missing)}")
+        present = [a for a in arrays if a is not None]
+        check_batch(fields, present)
+        return tuple(present)
+
+    def _response(self, document: dict[str, object], outputs: list[OutputTensor]) -> Response:
+        selected = _selected_outputs(document, outputs)
+        entries: list[dict[str, object]] = []
+        binaries: list[bytes] = []
+        for tensor, binary in selected:
+            entry: dict[str, object] = {
+                "name": tensor.name,
+                "datatype": tensor.datatype,
+                "shape": list(tensor.array.shape),
+            }
+            if binary:
+                raw = tensor.array.tobytes()
+                entry["parameters"] = {"binary_data_size": len(raw)}
+                binaries.append(raw)
+            else:
+                entry["data"] = tensor.array.ravel()
+            entries.append(entry)
+        reply: dict[str, object] = {"model_name": self.plane.name}
+        if self.plane.config.variant:
+            reply["model_version"] = self.plane.config.variant
+        if "id" in document:
+            reply["id"] = document["id"]
+        reply["outputs"] = entries
+        header = orjson.dumps(reply, option=_NUMPY)
+        if not binaries:
+            return Response(200, header)
+        return Response(
+            200,
+            b"".join([header, *binaries]),
+            b"application/octet-stream",
+            ((HEADER, str(len(header)).encode()),),
+        )
+
+
+def _selected_outputs(
+    document: dict[str, object], outputs: list[OutputTensor]
+) -> list[tuple[OutputTensor, bool]]:
+    """Requested outputs (all by default), each with whether it goes back as binary."""
+    parameters = document.get("parameters")
+    binary_default = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
+    requested = document.get("outputs")
+    if requested is None:
+        return [(tensor, binary_default) for tensor in outputs]
+    if not isinstance(requested, list):
+        raise InvalidRequest("outputs: expected a list of {name}")
+    by_name = {tensor.name: tensor for tensor in outputs}
+    selected: list[tuple[OutputTensor, bool]] = []
+    for position, item in enumerate(requested):
+        name = item.get("name") if isinstance(item, dict) else None
+        if name not in by_name:
+            known = ", ".join(by_name)
+            raise InvalidRequest(f"outputs[{position}].name: unknown output {name!r} ({known})")
+        options = item.get("parameters") if isinstance(item, dict) else None
+        binary = options.get("binary_data") if isinstance(options, dict) else None
+        selected.append((by_name[name], binary_default if binary is None else binary is True))
+    return selected
+
+
+def _tensor_metadata(name: str, datatype: str, shape: tuple[int, ...] | None) -> dict[str, Any]:
+    return {"name": name, "datatype": datatype, "shape": [-1] if shape is None else list(shape)}

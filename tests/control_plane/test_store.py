@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+from redis import Redis
+
+from forestflow_control_plane.deployments import register
+from forestflow_control_plane.model_file import ModelFile, validate_model_file
+from forestflow_control_plane.records import ContractSnapshot, VariantState
+from forestflow_control_plane.store import ConflictError, NotFoundError, Store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def model_file(version: str = "v1") -> ModelFile:
+    data = yaml.safe_load((REPO / "examples" / "mlp" / "model.yaml").read_text())
+    data["variant"]["version"] = version
+    return validate_model_file(data)
+
+
+def test_register_creates_contract_and_variant(redis: Redis) -> None:
+    store = Store(redis, clock=lambda: 100.0)
+    register(store, model_file("v1"), who="alice")
+    snapshot = store.get("examples/mlp")
+    assert snapshot.contract.generation == 1
+    assert snapshot.contract.created_at == 100.0
+    assert list(snapshot.variants) == ["v1"]
+    assert snapshot.variants["v1"].state is VariantState.PENDING
+    assert snapshot.variants["v1"].spec["model"]["class"] == "model:MLP"
+    assert store.contracts() == ["examples/mlp"]
+
+
+def test_redeploying_the_same_file_changes_nothing(redis: Redis) -> None:
+    store = Store(redis)
+    register(store, model_file("v1"), who="alice")
+    before = store.get("examples/mlp")
+    assert register(store, model_file("v1"), who="bob") == before
+    assert store.get("examples/mlp") == before
+    assert len(store.events("examples/mlp")) == 1
+
+
+def test_another_spec_under_an_existing_version_is_a_conflict(redis: Redis) -> None:
+    store = Store(redis)
+    register(store, model_file("v1"), who="alice")
+    before = store.get("examples/mlp")
+    changed = model_file("v1")
+    batching = changed.variant.batching.model_copy(update={"max_batch_size": 4})
+    changed = changed.model_copy(
+        update={"variant": changed.variant.model_copy(update={"batching": batching})}
+    )
+    with pytest.raises(ConflictError, match=r"variant\.version"):
+        register(store, changed, who="bob")
+    assert store.get("examples/mlp") == before
+    assert len(store.events("examples/mlp")) == 1
+
+
+def test_changed_contract_schema_is_refused(redis: Redis) -> None:
+    store = Store(redis)
+    register(store, model_file("v1"), who="alice")
+    other = model_file("v2")
+    inputs = [other.contract.inputs[0].model_copy(update={"shape": [-1, 5]})]
+    contract = other.contract.model_copy(update={"inputs": inputs})
+    other = other.model_copy(update={"contract": contract})
+    with pytest.raises(ConflictError, match="contract"):
+        register(store, other, who="alice")
+
+
+def test_stale_generation_gets_conflict(redis: Redis) -> None:
+    store = Store(redis)
+    register(store, model_file("v1"), who="alice")
+
+    def set_traffic(before: ContractSnapshot | None) -> ContractSnapshot:
+        assert before is not None
+        return replace(before, contract=replace(before.contract, traffic={"v1": 100}))
+
+    store.update("examples/mlp", set_traffic, who="a", what="t", expected_generation=1)
+    with pytest.raises(ConflictError, match="generation 2"):
+        store.update("examples/mlp", set_traffic, who="b", what="t", expected_generation=1)
+
+
+def test_of_two_concurrent_writers_one_wins(redis_url: str, redis: Redis) -> None:
+    store = Store(redis)
+    register(store, model_file("v1"), who="alice")
+    inside = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def writer(name: str) -> None:
+        own = Store(Redis.from_url(redis_url))
+
+        def change(before: ContractSnapshot | None) -> ContractSnapshot:
+            assert before is not None
+            inside.wait(timeout=5)  # both have read the same generation
+            variant = replace(before.variants["v1"], reason=name)
+            return before.with_variant(variant)
+
+        try:
+            own.update("examples/mlp", change, who=name, what="write")
+            outcomes.append("won")
+        except ConflictError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["conflict", "won"]
+    assert store.get("examples/mlp").variants["v1"].generation == 2
+
+
+def test_events_record_who_what_before_after(redis: Redis) -> None:
+    store = Store(redis, clock=lambda: 42.0)
+    register(store, model_file("v1"), who="alice")
+    (event,) = store.events("examples/mlp")
+    assert (event.who, event.what, event.when) == ("alice", "deploy v1", 42.0)
+    assert event.before == {}
+    assert event.after == {"traffic": {}, "variants": {"v1": "pending"}}
+
+
+def test_unknown_contract(redis: Redis) -> None:
+    with pytest.raises(NotFoundError):
+        Store(redis).get("no/such")

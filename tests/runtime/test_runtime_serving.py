@@ -1,0 +1,147 @@
+"""Serving behaviour over real HTTP: readiness, batching, back-pressure, deadlines, disconnects.
+
+The model is a state dict (safetensors) + a Python class imported via the code path.
+"""
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+from tests.runtime.runtime_harness import (
+    affine_reference,
+    metric,
+    running_server,
+    save_affine,
+    state_dict_config,
+    until_inflight,
+    wait_until,
+)
+
+ROW = [[1.0, 2.0, 3.0, 4.0]]
+
+
+def infer_body(x: list[list[float]]) -> dict[str, object]:
+    return {"inputs": [{"name": "x", "datatype": "FP32", "shape": [len(x), 4], "data": x}]}
+
+
+def test_state_dict_model_answers_like_torch(code_dir: Path, tmp_path: Path) -> None:
+    weights = save_affine(tmp_path / "w.safetensors", seed=3)
+    x = [[0.1, 0.2, 0.3, 0.4], [4.0, 3.0, 2.0, 1.0], [0.0, 0.0, 0.0, 1.0]]
+    with running_server(state_dict_config(code_dir, weights)) as server:
+        reply = httpx.post(f"{server.url}/v2/models/affine/infer", json=infer_body(x))
+        assert reply.status_code == 200, reply.text
+        got = np.reshape(reply.json()["outputs"][0]["data"], (3, 3))
+        np.testing.assert_allclose(got, affine_reference(3, torch.tensor(x)).numpy(), rtol=1e-5)
+
+
+def test_ready_only_after_warm_up(code_dir: Path, tmp_path: Path) -> None:
+    weights = save_affine(tmp_path / "slow.safetensors", seed=1, delay_s=0.5)
+    config = state_dict_config(code_dir, weights, slow=True)
+    with running_server(config, wait_ready=False) as server:
+        began = time.monotonic()
+        assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+        assert httpx.get(f"{server.url}/v2/health/ready").status_code == 503
+        assert httpx.get(f"{server.url}/v2/models/affine/ready").status_code == 503
+        early = httpx.post(f"{server.url}/v2/models/affine/infer", json=infer_body(ROW))
+        assert early.status_code == 503
+        wait_until(server.ready, what="ready after warm-up")
+        assert time.monotonic() - began > 0.3  # the 0.5 s warm-up pass ran before ready
+        assert (
+            metric(httpx.get(f"{server.url}/metrics").text, "forestflow_model_load_seconds") >= 0.5
+        )
+
+
+def test_lone_request_skips_a_long_window(code_dir: Path, tmp_path: Path) -> None:
+    weights = save_affine(tmp_path / "w.safetensors", seed=1)
+    with running_server(state_dict_config(code_dir, weights, window_ms=500)) as server:
+        began = time.perf_counter()
+        reply = httpx.post(f"{server.url}/v1/affine/predict", json={"input": ROW})
+        assert reply.status_code == 200
+        assert time.perf_counter() - began < 0.25
+
+
+async def test_concurrent_requests_are_batched(code_dir: Path, tmp_path: Path) -> None:
+    weights = save_affine(tmp_path / "slow.safetensors", seed=1, delay_s=0.05)
+    with running_server(state_dict_config(code_dir, weights, slow=True)) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            xs = [[[float(i), 1.0, 2.0, 3.0]] for i in range(24)]
+            replies = await asyncio.gather(
+                *(client.post("/v1/models/affine:predict", json={"instances": x}) for x in xs)
+            )
+            text = (await client.get("/metrics")).text
+    for x, reply in zip(xs, replies, strict=True):
+        assert reply.status_code == 200
+        want = affine_reference(1, torch.tensor(x)).numpy()
+        np.testing.assert_allclose(reply.json()["predictions"], want, rtol=1e-5)
+    batches = metric(text, "forestflow_batch_size_count")
+    assert metric(text, "forestflow_batch_size_sum") == 24
+    assert batches < 24, "no request shared a batch"
+
+
+async def test_full_queue_answers_503_with_retry_after(code_dir: Path, tmp_path: Path) -> None:
+    weights = save_affine(tmp_path / "slow.safetensors", seed=1, delay_s=0.3)
+    config = state_dict_config(code_dir, weights, slow=True, max_queue=1, max_batch_size=1)
+    with running_server(config) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            replies = await asyncio.gather(
+                *(client.post("/v1/affine/predict", json={"input": ROW}) for _ in range(4))
+            )
+            text = (await client.get("/metrics")).text
+    rejected = [r for r in replies if r.status_code == 503]
+    assert rejected and any(r.status_code == 200 for r in replies)
+    assert all(r.headers["retry-after"] == "1" for r in rejected)
+    assert "queue is full" in rejected[0].json()["error"]
+    assert metric(text, "forestflow_rejected_requests_total") == len(rejected)
+
+
+def test_deadline_answers_504(code_dir: Path, tmp_path: Path) -> None:
+    weights = save_affine(tmp_path / "slow.safetensors", seed=1, delay_s=0.3)
+    with running_server(state_dict_config(code_dir, weights, slow=True)) as server:
+        began = time.perf_counter()
+        reply = httpx.post(
+            f"{server.url}/v2/models/affine/infer",
+            json=infer_body(ROW),
+            headers={"X-Request-Timeout-Ms": "50"},
+        )
+        assert reply.status_code == 504
+        assert time.perf_counter() - began < 0.25
+        text = httpx.get(f"{server.url}/metrics").text
+        assert metric(text, "forestflow_deadline_exceeded_total") == 1
+        assert 'code="504"' in text
+
+
+def test_server_wide_timeout_applies_without_header(code_dir: Path, tmp_path: Path) -> None:
+    weights = save_affine(tmp_path / "slow.safetensors", seed=1, delay_s=0.3)
+    config = state_dict_config(code_dir, weights, slow=True, request_timeout_ms=50)
+    with running_server(config) as server:
+        reply = httpx.post(f"{server.url}/v1/affine/predict", json={"input": ROW})
+        assert reply.status_code == 504
+
+
+async def test_disconnected_client_is_dropped_before_the_model(
+    code_dir: Path, tmp_path: Path
+) -> None:
+    weights = save_affine(tmp_path / "slow.safetensors", seed=1, delay_s=0.6)
+    with running_server(state_dict_config(code_dir, weights, slow=True)) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            busy = asyncio.create_task(client.post("/v1/affine/predict", json={"input": ROW}))
+            await until_inflight(client, 1)
+            async with httpx.AsyncClient(base_url=server.url) as impatient:
+                abandoned = asyncio.create_task(
+                    impatient.post("/v1/affine/predict", json={"input": ROW})
+                )
+                await until_inflight(client, 2)  # queued behind the busy one
+                abandoned.cancel()
+            deadline = time.monotonic() + 5
+            while 'code="499"' not in (await client.get("/metrics")).text:
+                assert time.monotonic() < deadline, "the server never saw the disconnect"
+                await asyncio.sleep(0.005)
+            assert not busy.done(), "too slow to tell: the model finished first"
+            assert (await busy).status_code == 200
+            assert (await client.post("/v1/affine/predict", json={"input": ROW})).status_code == 200
+            text = (await client.get("/metrics")).text
+    assert metric(text, "forestflow_batch_size_count") == 2, "the abandoned request ran"
