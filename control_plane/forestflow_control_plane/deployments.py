@@ -18,8 +18,7 @@ def register(store: Store, model: ModelFile, who: str) -> ContractSnapshot:
     contract_spec = model.contract.model_dump(mode="json", exclude={"name"})
     variant_spec = {
         **model.variant.model_dump(mode="json", by_alias=True, exclude={"version"}),
-        "rollout": model.rollout.model_dump(mode="json"),
-        "expiry": model.expiry.model_dump(mode="json"),
+        **model.model_dump(mode="json", include={"rollout", "slo", "expiry", "shadow", "routing"}),
     }
 
     def change(before: ContractSnapshot | None) -> ContractSnapshot:

@@ -18,13 +18,22 @@ class DesiredVariant:
     version: str
     spec: dict[str, Any]
 
+    @property
+    def shadow(self) -> bool:
+        """A shadow runs but no Route targets it: it only sees mirrored requests."""
+        return self.spec.get("shadow") is not None
+
 
 @dataclass(frozen=True)
 class DesiredState:
+    """`traffic` covers the routable variants (every live one but the shadows), 0 % included,
+    so each keeps its tag URL; `sticky_header` comes from the newest routable variant."""
+
     contract: str
     contract_spec: dict[str, Any]
     traffic: dict[str, int]
     variants: tuple[DesiredVariant, ...]
+    sticky_header: str | None = None
 
 
 def desired_state(snapshot: ContractSnapshot) -> DesiredState:
@@ -32,10 +41,14 @@ def desired_state(snapshot: ContractSnapshot) -> DesiredState:
         (v for v in snapshot.variants.values() if v.state in LIVE_STATES),
         key=lambda v: (v.created_at, v.version),
     )
-    traffic = {v.version: snapshot.contract.traffic.get(v.version, 0) for v in live}
+    variants = tuple(DesiredVariant(v.version, v.spec) for v in live)
+    routable = [v for v in variants if not v.shadow]
+    traffic = {v.version: snapshot.contract.traffic.get(v.version, 0) for v in routable}
+    routing = (routable[-1].spec.get("routing") or {}) if routable else {}
     return DesiredState(
         contract=snapshot.contract.name,
         contract_spec=snapshot.contract.spec,
         traffic=traffic,
-        variants=tuple(DesiredVariant(v.version, v.spec) for v in live),
+        variants=variants,
+        sticky_header=routing.get("sticky_header"),
     )

@@ -14,7 +14,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DNS_LABEL = r"^[a-z]([-a-z0-9]{0,30}[a-z0-9])?$"
 CONTRACT_NAME = r"^[a-z]([-a-z0-9]{0,30}[a-z0-9])?/[a-z]([-a-z0-9]{0,30}[a-z0-9])?$"
@@ -102,6 +109,13 @@ class Resources(_Strict):
     gpu: int = Field(default=0, ge=0, le=16)
 
 
+class PayloadLogging(_Strict):
+    """Sampled request/response events on a capped Redis Stream, for audits and replays."""
+
+    sample_rate: float = Field(default=0.0, ge=0, le=1)
+    max_length: int = Field(default=100_000, ge=1, le=100_000_000, description="stream cap")
+
+
 class VariantSpec(_Strict):
     version: str = Field(pattern=DNS_LABEL, description="e.g. v3; also the version's route tag")
     model: ModelArtifact
@@ -110,6 +124,7 @@ class VariantSpec(_Strict):
     resources: Resources = Resources()
     batching: Batching = Batching()
     scaling: Scaling = Scaling()
+    payload_logging: PayloadLogging = PayloadLogging()
 
 
 class PhaseIn(_Strict):
@@ -143,14 +158,52 @@ class PhaseIn(_Strict):
         return self
 
 
+class Gate(_Strict):
+    """Step only while the candidate meets the SLO and stays within `margin` of the
+    incumbent; fail and roll back otherwise. Undecided below `min_requests`."""
+
+    margin: float = Field(default=0.2, ge=0, le=100, description="0.2: up to 20 % worse")
+    min_requests: int = Field(default=100, ge=1, le=10_000_000)
+    recheck_seconds: float = Field(default=10.0, gt=0, le=3600)
+
+
 class Rollout(_Strict):
+    strategy: Literal["revision", "in_place"] = Field(
+        default="revision",
+        description="revision: a new variant phases in; in_place: new weights swapped into "
+        "the running replicas of the same version",
+    )
     phase_in: PhaseIn = PhaseIn()
+    gate: Gate | None = Field(default=None, description="gate every step on metrics")
+
+
+class SLO(_Strict):
+    """Absolute limits a gated rollout holds the candidate to."""
+
+    p95_latency_ms: float | None = Field(default=None, gt=0, le=3_600_000)
+    error_rate: float | None = Field(default=None, ge=0, le=1)
+
+
+class Shadow(_Strict):
+    """A shadow serves no client: it gets a mirrored copy of the contract's traffic."""
+
+    sample_rate: float = Field(default=1.0, ge=0, le=1)
+
+
+class Routing(_Strict):
+    sticky_header: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="requests with the same value of this header reach the same version",
+    )
 
 
 class Expiry(_Strict):
     """Retire old variants once a rollout succeeds; a variant with traffic never expires."""
 
     keep_latest: int | None = Field(default=None, ge=1, le=1000)
+    ttl_seconds: float | None = Field(
+        default=None, gt=0, le=10 * 365 * 86_400, description="expire variants this old"
+    )
     on_replacement: bool = Field(
         default=False, description="expire the variants the new one replaced at 100 %"
     )
@@ -160,7 +213,24 @@ class ModelFile(_Strict):
     contract: ContractSpec
     variant: VariantSpec
     rollout: Rollout = Rollout()
+    slo: SLO = SLO()
     expiry: Expiry = Expiry()
+    shadow: Shadow | None = Field(default=None, description="true, or {sample_rate: 0.1}")
+    routing: Routing = Routing()
+
+    @field_validator("shadow", mode="before")
+    @classmethod
+    def _shadow_flag(cls, value: Any) -> Any:
+        """`shadow: true` is the short form of `shadow: {sample_rate: 1.0}`."""
+        if value is True:
+            return {}
+        return None if value is False else value
+
+    @model_validator(mode="after")
+    def _shadow_rolls_out_nothing(self) -> ModelFile:
+        if self.shadow is not None and self.rollout.strategy == "in_place":
+            raise ValueError("rollout.strategy: a shadow takes no traffic to swap in place")
+        return self
 
 
 @dataclass(frozen=True)
@@ -204,7 +274,7 @@ def _field_error(error: Any) -> FieldError:
         message = "unknown field"
     message = message.removeprefix("Value error, ")
     # A model validator reports "field: why"; fold the field into the dotted path.
-    if error["type"] == "value_error" and re.match(r"^\w+: ", message):
+    if error["type"] == "value_error" and re.match(r"^[\w.]+: ", message):
         sub, _, message = message.partition(": ")
         loc = f"{loc}.{sub}" if loc else sub
     return FieldError(loc, message)

@@ -6,6 +6,7 @@ import hashlib
 
 CONTRACTS_INDEX = "ff:contracts"
 ROLLOUT_QUEUE = "forestflow-rollouts"
+RECONCILE_LOCK = "ff:reconcile:lock"
 LOCAL_SERVICES = "ff:local:services"
 LOCAL_ROUTES = "ff:local:routes"
 LOCAL_STATUS = "ff:local:status"

@@ -16,6 +16,8 @@ from forestflow_control_plane.desired import DesiredState, DesiredVariant
 API_VERSION = "serving.knative.dev/v1"
 CONTRACT_LABEL = "forestflow.dev/contract"
 VERSION_LABEL = "forestflow.dev/version"
+# Knative routes by percent only; ForestFlow's gateway reads this to pin clients by a header.
+STICKY_HEADER_ANNOTATION = "forestflow.dev/sticky-header"
 RUNTIME_PORT = 8080
 PROGRESS_DEADLINE_S = 600
 
@@ -83,22 +85,21 @@ def make_route(state: DesiredState) -> dict[str, Any] | None:
     namespace, name = names.split_contract(state.contract)
     targets = [
         {
-            "revisionName": names.revision_name(names.service_name(state.contract, v.version), 1),
-            "percent": state.traffic.get(v.version, 0),
-            "tag": v.version,
+            "revisionName": names.revision_name(names.service_name(state.contract, version), 1),
+            "percent": percent,
+            "tag": version,
         }
-        for v in state.variants
+        for version, percent in state.traffic.items()
     ]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "Route",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {CONTRACT_LABEL: state.contract.replace("/", ".")},
-        },
-        "spec": {"traffic": targets},
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {CONTRACT_LABEL: state.contract.replace("/", ".")},
     }
+    if state.sticky_header:
+        metadata["annotations"] = {STICKY_HEADER_ANNOTATION: state.sticky_header}
+    return {"apiVersion": API_VERSION, "kind": "Route", "metadata": metadata,
+            "spec": {"traffic": targets}}
 
 
 def make_objects(state: DesiredState, image: str) -> list[dict[str, Any]]:
@@ -128,10 +129,22 @@ def _runtime_env(
         "FF_BATCH_WINDOW_MS": str(batching["window_ms"]),
         "FF_MAX_QUEUE": str(batching["max_queue"]),
         "FF_REQUEST_TIMEOUT_MS": str(batching["timeout_ms"]),
+        "FF_PAYLOAD_SAMPLE_RATE": _payload_rate(variant),
+        "FF_PAYLOAD_MAX_LENGTH": _payload_max_length(variant),
         "FF_INPUTS": orjson.dumps(contract_spec["inputs"]).decode(),
         "FF_OUTPUTS": orjson.dumps(contract_spec["outputs"]).decode(),
     }
     return [{"name": k, "value": v} for k, v in env.items() if v != ""]
+
+
+def _payload_rate(variant: DesiredVariant) -> str:
+    rate = (variant.spec.get("payload_logging") or {}).get("sample_rate", 0.0)
+    return str(rate) if rate else ""
+
+
+def _payload_max_length(variant: DesiredVariant) -> str:
+    logging = variant.spec.get("payload_logging") or {}
+    return str(logging["max_length"]) if logging.get("sample_rate") else ""
 
 
 def _resources(resources: dict[str, Any]) -> dict[str, Any]:

@@ -20,9 +20,11 @@ from rq import Queue, get_current_job
 
 from forestflow_control_plane import names
 from forestflow_control_plane.desired import LIVE_STATES, desired_state
+from forestflow_control_plane.metrics import MetricsSource, MetricsUnavailableError, source_for
 from forestflow_control_plane.platforms.base import Platform
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
 from forestflow_control_plane.policies import expiry, phase_in
+from forestflow_control_plane.policies.gates import SLO, Gate, GateResult
 from forestflow_control_plane.policies.phase_in import (
     Canary,
     Immediate,
@@ -37,6 +39,8 @@ from forestflow_control_plane.settings import Settings, SettingsError
 from forestflow_control_plane.store import ConflictError, NotFoundError, Store
 
 JOB_TIMEOUT_S = 600
+# A step this late past its time has lost its scheduled job; the reconcile runs it.
+OVERDUE_GRACE_S = 30.0
 
 
 class Action(StrEnum):
@@ -61,13 +65,27 @@ Schedule = Callable[[StepCall], None]
 
 
 def plan_of(spec: dict[str, Any]) -> Plan:
-    """The phase-in plan a variant's stored model-file spec asks for."""
+    """The phase-in plan, gated or not, that a variant's stored model-file spec asks for."""
     phase = spec["rollout"]["phase_in"]
+    gate = gate_of(spec)
     if phase["policy"] == "canary":
-        return Canary(tuple(phase["steps"]), phase["hold_seconds"])
+        return Canary(tuple(phase["steps"]), phase["hold_seconds"], gate)
     if phase["policy"] == "linear":
-        return Linear(phase["duration_seconds"], phase["interval_seconds"])
-    return Immediate()
+        return Linear(phase["duration_seconds"], phase["interval_seconds"], gate)
+    return Immediate(gate)
+
+
+def gate_of(spec: dict[str, Any]) -> Gate | None:
+    settings = spec["rollout"].get("gate")
+    if settings is None:
+        return None
+    slo = spec.get("slo") or {}
+    return Gate(
+        SLO(slo.get("p95_latency_ms"), slo.get("error_rate")),
+        margin=settings["margin"],
+        min_requests=settings["min_requests"],
+        recheck_seconds=settings["recheck_seconds"],
+    )
 
 
 class Rollouts:
@@ -76,11 +94,13 @@ class Rollouts:
         store: Store,
         platform: Platform,
         schedule: Schedule,
+        metrics: MetricsSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._platform = platform
         self._schedule = schedule
+        self._metrics = metrics
         self._clock = clock
 
     def start(self, contract: str, version: str) -> dict[str, Any]:
@@ -95,6 +115,8 @@ class Rollouts:
                 record is not None and record["candidate"] == version
             ):
                 return before, None
+            if variant.spec.get("shadow") is not None:
+                return before.with_variant(replace(variant, state=VariantState.SHADOW)), None
             base = before
             if record is not None and _unfinished(record):
                 plan = plan_of(before.variants[record["candidate"]].spec)
@@ -111,17 +133,89 @@ class Rollouts:
         return self._transition(contract, version, change)
 
     def advance(self, contract: str, version: str, token: int) -> dict[str, Any]:
+        """Step the rollout if `token` is still current, judging a gated step's metrics."""
         now = self._clock()
+        verdict = self._judge(self._store.get(contract), version, token, now)
 
         def change(before: ContractSnapshot) -> tuple[ContractSnapshot, StepResult | None]:
             record = before.contract.rollout
             if record is None or record["candidate"] != version or record["token"] != token:
                 return before, None
             plan = plan_of(_variant(before, version).spec)
-            result = phase_in.step(plan, RolloutProgress.from_dict(record["progress"]), now, None)
-            return _with_result(before, plan, result, token + 1, now), result
+            progress = RolloutProgress.from_dict(record["progress"])
+            result = phase_in.step(plan, progress, now, verdict)
+            after = _with_result(before, plan, result, token + 1, now)
+            if verdict is not None:
+                gate = {"passed": verdict.passed, "reason": verdict.reason, "at": now}
+                rollout = {**(after.contract.rollout or {}), "gate": gate}
+                after = replace(after, contract=replace(after.contract, rollout=rollout))
+            return after, result
 
         return self._transition(contract, version, change)
+
+    def reconcile(self, contract: str) -> list[str]:
+        """Re-evaluate the time-based policies of one contract and re-apply its desired state:
+        run a rollout step whose scheduled job is overdue (lost with a flushed Redis, say),
+        expire what the serving variant's ttl retires by now, and correct drift on the
+        platform. Returns what it did, for the log; nothing when all was in order."""
+        done = []
+        snapshot = self._store.get(contract)
+        record = snapshot.contract.rollout
+        if (
+            record is not None
+            and record["progress"]["status"] == RolloutStatus.RUNNING
+            and record.get("next_at") is not None
+            and self._clock() > record["next_at"] + OVERDUE_GRACE_S
+        ):
+            self.advance(contract, record["candidate"], record["token"])
+            done.append(f"ran the overdue step of {record['candidate']}")
+            snapshot = self._store.get(contract)
+        owner = _policy_owner(snapshot)
+        if owner is not None and expire(snapshot, owner, self._clock()) != snapshot:
+
+            def retire(before: ContractSnapshot | None) -> ContractSnapshot:
+                if before is None:
+                    raise NotFoundError(f"contract {contract!r} not found")
+                current = _policy_owner(before)
+                return before if current is None else expire(before, current, self._clock())
+
+            snapshot = self._store.update(
+                contract, retire, who="reconcile", what=f"expiry by {owner.version}"
+            )
+            done.append(f"expired by {owner.version}'s policy")
+        if self._platform.apply(desired_state(snapshot)):
+            done.append("re-applied the desired state")
+        return done
+
+    def _judge(
+        self, snapshot: ContractSnapshot, version: str, token: int, now: float
+    ) -> GateResult | None:
+        """The gate's verdict on the candidate over its current step; None when ungated.
+        Metrics that cannot be read leave the gate undecided: the step holds, never passes."""
+        record = snapshot.contract.rollout
+        if record is None or record["candidate"] != version or record["token"] != token:
+            return None
+        plan = plan_of(_variant(snapshot, version).spec)
+        progress = RolloutProgress.from_dict(record["progress"])
+        if plan.gate is None or progress.status is not RolloutStatus.RUNNING:
+            return None
+        if self._metrics is None:
+            return GateResult(None, "undecided: no metrics source configured")
+        since = progress.step_started_at
+        incumbent = max(
+            (v for v, p in progress.previous.items() if p > 0 and v != version),
+            key=lambda v: (progress.previous[v], v),
+            default=None,
+        )
+        name = snapshot.contract.name
+        try:
+            candidate = self._metrics.window(name, version, since, now)
+            baseline = None if incumbent is None else self._metrics.window(
+                name, incumbent, since, now
+            )
+        except MetricsUnavailableError as exc:
+            return GateResult(None, f"undecided: metrics unavailable: {exc}")
+        return plan.gate.evaluate(candidate, baseline)
 
     def act(self, contract: str, action: Action, who: str) -> dict[str, Any]:
         """promote, pause, resume, rollback or abort the contract's current rollout."""
@@ -207,27 +301,41 @@ def _with_result(
         for v, record in snapshot.variants.items()
         if record.state in LIVE_STATES
     }
-    rollout = {"candidate": progress.candidate, "progress": progress.to_dict(), "token": token}
+    rollout = {
+        "candidate": progress.candidate,
+        "progress": progress.to_dict(),
+        "token": token,
+        "next_at": result.next_at,
+    }
     contract = replace(snapshot.contract, traffic=traffic, rollout=rollout)
     snapshot = replace(snapshot, contract=contract)
     if progress.status is RolloutStatus.SUCCEEDED:
-        snapshot = _expire(snapshot, candidate, now)
+        snapshot = expire(snapshot, candidate, now)
     return snapshot
 
 
-def _expire(snapshot: ContractSnapshot, candidate: VariantRecord, now: float) -> ContractSnapshot:
-    spec = candidate.spec.get("expiry") or {}
+def expire(snapshot: ContractSnapshot, owner: VariantRecord, now: float) -> ContractSnapshot:
+    """The snapshot with what `owner`'s expiry policy retires now marked expired."""
+    spec = owner.spec.get("expiry") or {}
     policy = expiry.ExpiryPolicy(
-        keep_latest=spec.get("keep_latest"), on_replacement=bool(spec.get("on_replacement"))
+        keep_latest=spec.get("keep_latest"),
+        ttl_seconds=spec.get("ttl_seconds"),
+        on_replacement=bool(spec.get("on_replacement")),
     )
     for version in expiry.for_snapshot(snapshot, policy, now):
         record = snapshot.variants[version]
         snapshot = snapshot.with_variant(
-            replace(record, state=VariantState.EXPIRED, reason=f"expired by {candidate.version}")
+            replace(record, state=VariantState.EXPIRED, reason=f"expired by {owner.version}")
         )
     traffic = {v: p for v, p in snapshot.contract.traffic.items()
                if snapshot.variants[v].state in LIVE_STATES}
     return replace(snapshot, contract=replace(snapshot.contract, traffic=traffic))
+
+
+def _policy_owner(snapshot: ContractSnapshot) -> VariantRecord | None:
+    """Whose expiry policy rules the contract: its newest serving variant."""
+    serving = [v for v in snapshot.variants.values() if v.state is VariantState.SERVING]
+    return max(serving, key=lambda v: (v.created_at, v.version), default=None)
 
 
 def _variant(snapshot: ContractSnapshot, version: str) -> VariantRecord:
@@ -277,9 +385,17 @@ def for_job() -> Rollouts:
     job = get_current_job()
     if job is None:
         raise RuntimeError("rollout steps run inside RQ jobs")
-    redis = job.connection
-    queue = Queue(names.ROLLOUT_QUEUE, connection=redis)
-    return Rollouts(Store(redis), platform_for(Settings.from_env(), redis), rq_schedule(queue))
+    return build(Settings.from_env(), job.connection)
+
+
+def build(settings: Settings, redis: Redis) -> Rollouts:
+    """Rollouts as a worker runs them: the configured platform and metrics, RQ scheduling."""
+    return Rollouts(
+        Store(redis),
+        platform_for(settings, redis),
+        rq_schedule(Queue(names.ROLLOUT_QUEUE, connection=redis)),
+        source_for(settings, redis),
+    )
 
 
 def start_rollout(contract: str, version: str) -> dict[str, Any]:

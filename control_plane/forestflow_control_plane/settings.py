@@ -32,6 +32,8 @@ class Settings:
     domain: str = "forestflow.local"
     platform: str = "local"
     runtime_image: str = "ghcr.io/forestflow/runtime:0.1.0"
+    prometheus_url: str | None = None
+    reconcile_seconds: float = 10.0
 
     @property
     def api_url(self) -> str:
@@ -60,6 +62,8 @@ class Settings:
             domain=env.get("FF_DOMAIN", "forestflow.local"),
             platform=platform,
             runtime_image=env.get("FF_RUNTIME_IMAGE", cls.runtime_image),
+            prometheus_url=env.get("FF_PROMETHEUS_URL") or None,
+            reconcile_seconds=_seconds(env, "FF_RECONCILE_SECONDS", 10.0),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -74,6 +78,8 @@ class Settings:
             "FF_DOMAIN": self.domain,
             "FF_PLATFORM": self.platform,
             "FF_RUNTIME_IMAGE": self.runtime_image,
+            "FF_PROMETHEUS_URL": self.prometheus_url or "",
+            "FF_RECONCILE_SECONDS": str(self.reconcile_seconds),
         }
 
 
@@ -88,3 +94,16 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     if not 0 <= port <= 65535:
         raise SettingsError(f"{name}: port out of range: {port}")
     return port
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: not a number of seconds: {raw!r}") from None
+    if not 0 < seconds <= 86_400:
+        raise SettingsError(f"{name}: must be in (0, 86400] seconds, got {raw!r}")
+    return seconds

@@ -1,4 +1,5 @@
-"""The RQ worker process of the control plane: rollout jobs and their scheduled steps.
+"""The RQ worker process of the control plane: rollout jobs, their scheduled steps, and the
+periodic reconcile.
 
 RQ's scheduler holds a lock per queue for 61 s; a worker killed with SIGKILL keeps it that
 long and its scheduled rollout steps wait. At start, a lock whose holder was a process on
@@ -14,7 +15,8 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
 
-from forestflow_control_plane import names
+from forestflow_control_plane import names, rollouts
+from forestflow_control_plane.reconcile import start_reconciler
 from forestflow_control_plane.settings import Settings
 
 
@@ -39,10 +41,18 @@ def release_stale_scheduler_locks(redis: Redis, queue_names: list[str]) -> list[
 
 
 def run_worker(settings: Settings) -> None:
+    """Work rollout jobs and their scheduled steps, and take part in the periodic reconcile."""
     redis = Redis.from_url(settings.redis_url)
     release_stale_scheduler_locks(redis, [names.ROLLOUT_QUEUE])
-    queue = Queue(names.ROLLOUT_QUEUE, connection=redis)
-    Worker([queue], connection=redis).work(with_scheduler=True)
+    stop = start_reconciler(
+        Redis.from_url(settings.redis_url), rollouts.build(settings, redis),
+        settings.reconcile_seconds,
+    )
+    try:
+        queue = Queue(names.ROLLOUT_QUEUE, connection=redis)
+        Worker([queue], connection=redis).work(with_scheduler=True)
+    finally:
+        stop.set()
 
 
 def _text(value: bytes | str) -> str:

@@ -35,7 +35,17 @@ variant:
 def snapshot() -> ContractSnapshot:
     model = parse_model_file(MODEL_YAML)
     v1 = model.variant.model_dump(mode="json", by_alias=True, exclude={"version"})
-    v2 = {**v1, "model": {**v1["model"], "uri": "https://models.example.com/fraud/v2.pt2"}}
+    v2 = {
+        **v1,
+        "model": {**v1["model"], "uri": "https://models.example.com/fraud/v2.pt2"},
+        "routing": {"sticky_header": "x-customer-id"},
+    }
+    v3 = {
+        **v1,
+        "model": {**v1["model"], "uri": "https://models.example.com/fraud/v3.pt2"},
+        "shadow": {"sample_rate": 0.1},
+        "payload_logging": {"sample_rate": 0.1, "max_length": 1000},
+    }
     contract = ContractRecord(
         "fraud/scoring",
         model.contract.model_dump(mode="json", exclude={"name"}),
@@ -44,6 +54,7 @@ def snapshot() -> ContractSnapshot:
     variants = {
         "v1": VariantRecord("fraud/scoring", "v1", v1, VariantState.SERVING, created_at=1.0),
         "v2": VariantRecord("fraud/scoring", "v2", v2, VariantState.PHASING_IN, created_at=2.0),
+        "v3": VariantRecord("fraud/scoring", "v3", v3, VariantState.SHADOW, created_at=3.0),
     }
     return ContractSnapshot(contract, variants)
 

@@ -44,6 +44,20 @@ BAD = [
     ("bad device", "variant.device", "tpu", "variant.device", "pattern"),
     ("min above max", "variant.scaling.min_replicas", 5, "variant.scaling.min_replicas",
      "must not exceed"),
+    ("unknown strategy", "rollout.strategy", "blue_green", "rollout.strategy", "Input should"),
+    ("misspelt gate field", "rollout.gate", {"margn": 0.1}, "rollout.gate.margn",
+     "unknown field"),
+    ("error rate above 1", "slo", {"error_rate": 1.5}, "slo.error_rate", "less than or equal"),
+    ("zero latency slo", "slo", {"p95_latency_ms": 0}, "slo.p95_latency_ms", "greater than"),
+    ("sample rate above 1", "shadow", {"sample_rate": 2}, "shadow.sample_rate",
+     "less than or equal"),
+    ("shadow swapped in place", "rollout.strategy", "in_place", "rollout.strategy",
+     "a shadow takes no traffic"),
+    ("negative ttl", "expiry", {"ttl_seconds": -1}, "expiry.ttl_seconds", "greater than"),
+    ("header with a space", "routing", {"sticky_header": "x user"}, "routing.sticky_header",
+     "pattern"),
+    ("payload rate above 1", "variant.payload_logging", {"sample_rate": 1.1},
+     "variant.payload_logging.sample_rate", "less than or equal"),
 ]
 
 
@@ -53,8 +67,11 @@ BAD = [
 def test_bad_model_files_name_the_field(
     name: str, path: str, value: object, field: str, message: str
 ) -> None:
+    data = with_change(path, value)
+    if name == "shadow swapped in place":
+        data["shadow"] = True
     with pytest.raises(ModelFileError) as info:
-        validate_model_file(with_change(path, value))
+        validate_model_file(data)
     fields = {e.field: e.message for e in info.value.errors}
     assert field in fields, fields
     assert message in fields[field]
@@ -87,3 +104,30 @@ def test_remote_artifacts_are_not_checked_here() -> None:
     model = model.model_copy(update={"variant": model.variant.model_copy(
         update={"model": model.variant.model.model_copy(update={"python_path": None})})})
     check_local_artifacts(model)
+
+
+@pytest.mark.parametrize(
+    ("value", "rate"), [(True, 1.0), ({"sample_rate": 0.25}, 0.25), (False, None), (None, None)]
+)
+def test_shadow_flag_or_block(value: object, rate: float | None) -> None:
+    model = validate_model_file({**EXAMPLE, "shadow": value})
+    assert (model.shadow.sample_rate if model.shadow else None) == rate
+
+
+def test_policies_parse() -> None:
+    model = validate_model_file({
+        **EXAMPLE,
+        "rollout": {
+            "strategy": "revision",
+            "phase_in": {"policy": "canary", "steps": [10, 100], "hold_seconds": 5},
+            "gate": {"margin": 0.5, "min_requests": 20},
+        },
+        "slo": {"p95_latency_ms": 50, "error_rate": 0.01},
+        "expiry": {"keep_latest": 2, "ttl_seconds": 3600},
+        "routing": {"sticky_header": "x-user-id"},
+    })
+    assert model.rollout.gate is not None and model.rollout.gate.margin == 0.5
+    assert model.rollout.gate.recheck_seconds == 10.0
+    assert model.slo.p95_latency_ms == 50
+    assert model.expiry.ttl_seconds == 3600
+    assert model.routing.sticky_header == "x-user-id"

@@ -29,7 +29,10 @@ def start_worker(redis_url: str, tmp_path: Path) -> Iterator[Callable[[], subpro
     workers: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
-        env = {**os.environ, "REDIS_URL": redis_url, "FF_HOME": str(tmp_path)}
+        env = {
+            **os.environ, "REDIS_URL": redis_url, "FF_HOME": str(tmp_path),
+            "FF_RECONCILE_SECONDS": "0.2",
+        }
         log = (tmp_path / f"worker-{len(workers)}.log").open("ab")
         worker = subprocess.Popen(
             [sys.executable, "-m", "forestflow_control_plane", "worker"],
@@ -80,3 +83,19 @@ def test_killed_worker_mid_canary_resumes_on_a_new_worker(
     events = [e.what for e in store.events(C) if e.what.startswith("rollout v2")]
     steps = [what.split(":")[1].strip() for what in events]
     assert steps[0] == "step 1" and steps[-1].startswith("succeeded"), steps
+
+
+def test_the_worker_reconciles_drift_on_the_platform(
+    redis: Redis, start_worker: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    store, queue = Store(redis), Queue(names.ROLLOUT_QUEUE, connection=redis)
+    register(store, variant("v1"), who="t")
+    queue.enqueue(start_rollout, C, "v1")
+    start_worker()
+    route = names.object_key("examples", "mlp")
+    eventually(lambda: redis.hexists(names.LOCAL_ROUTES, route), what="the Route applied")
+    wanted = redis.hget(names.LOCAL_ROUTES, route)
+    redis.hdel(names.LOCAL_ROUTES, route)  # someone deletes the contract's Route
+    eventually(
+        lambda: redis.hget(names.LOCAL_ROUTES, route) == wanted, what="the reconcile to restore it"
+    )

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 from redis import Redis
 
 from forestflow_control_plane.deployments import register
+from forestflow_control_plane.metrics import MetricsUnavailableError
 from forestflow_control_plane.model_file import ModelFile, validate_model_file
 from forestflow_control_plane.platforms.memory import MemoryPlatform
+from forestflow_control_plane.policies.gates import Metrics
 from forestflow_control_plane.records import VariantState
 from forestflow_control_plane.rollouts import Action, Rollouts, StepCall
 from forestflow_control_plane.store import ConflictError, Store
@@ -25,19 +28,53 @@ class Clock:
         return self.now
 
 
-def variant(version: str, phase_in: dict[str, Any] | None = None, **expiry: Any) -> ModelFile:
+def variant(
+    version: str,
+    phase_in: dict[str, Any] | None = None,
+    gate: dict[str, Any] | None = None,
+    slo: dict[str, Any] | None = None,
+    shadow: Any = None,
+    **expiry: Any,
+) -> ModelFile:
     data = model_file(version).model_dump(mode="json", by_alias=True)
     if phase_in:
         data["rollout"] = {"phase_in": phase_in}
+    if gate is not None:
+        data["rollout"] = {**data.get("rollout", {}), "gate": gate}
+    data["slo"] = slo or {}
+    data["shadow"] = shadow
     data["expiry"] = expiry
     return validate_model_file(data)
 
 
+class Measured:
+    """A metrics source that answers what the test says each variant measured; a version
+    it has no numbers for is unavailable, as an unreachable Prometheus would be."""
+
+    def __init__(self) -> None:
+        self.by_version: dict[str, Metrics] = {}
+        self.asked: list[tuple[str, str, float, float]] = []
+
+    def window(self, contract: str, version: str, since: float, now: float) -> Metrics:
+        self.asked.append((contract, version, since, now))
+        if version not in self.by_version:
+            raise MetricsUnavailableError(f"no series for {version}")
+        return self.by_version[version]
+
+
 @pytest.fixture
-def world(redis: Redis) -> tuple[Store, MemoryPlatform, list[StepCall], Clock, Rollouts]:
+def measured() -> Measured:
+    return Measured()
+
+
+@pytest.fixture
+def world(
+    redis: Redis, measured: Measured
+) -> tuple[Store, MemoryPlatform, list[StepCall], Clock, Rollouts]:
     clock = Clock()
     store, platform, scheduled = Store(redis, clock=clock), MemoryPlatform(), []
-    return store, platform, scheduled, clock, Rollouts(store, platform, scheduled.append, clock)
+    rollouts = Rollouts(store, platform, scheduled.append, measured, clock=clock)
+    return store, platform, scheduled, clock, rollouts
 
 
 def test_immediate_moves_all_traffic_and_a_repeat_changes_nothing(world: Any) -> None:
@@ -139,3 +176,122 @@ def test_actions_without_a_rollout_conflict(world: Any) -> None:
     register(store, variant("v1"), who="t")
     with pytest.raises(ConflictError, match="no rollout"):
         rollouts.act(C, Action.PAUSE, "alice")
+
+
+GOOD = Metrics(p95_latency_ms=20.0, error_rate=0.0, requests=500)
+SLOW = Metrics(p95_latency_ms=900.0, error_rate=0.0, requests=500)
+CANARY = {"policy": "canary", "steps": [10, 100], "hold_seconds": 30}
+GATE = {"min_requests": 100, "recheck_seconds": 5}
+
+
+def gated_v2(store: Store, rollouts: Rollouts) -> None:
+    register(store, variant("v1"), who="t")
+    rollouts.start(C, "v1")
+    register(store, variant("v2", CANARY, GATE, {"p95_latency_ms": 100}), who="t")
+    rollouts.start(C, "v2")
+
+
+def test_a_gate_that_passes_lets_the_canary_walk(world: Any, measured: Measured) -> None:
+    store, _, scheduled, clock, rollouts = world
+    gated_v2(store, rollouts)
+    assert scheduled[-1].at == 1005.0  # checked through the hold, not only at its end
+    measured.by_version = {"v1": GOOD, "v2": GOOD}
+    clock.now = 1030.0
+    rollouts.advance(C, "v2", scheduled[-1].token)
+    record = store.get(C).contract
+    assert record.traffic == {"v1": 0, "v2": 100}
+    assert record.rollout is not None and record.rollout["gate"]["passed"] is True
+    assert measured.asked[-2:] == [(C, "v2", 1000.0, 1030.0), (C, "v1", 1000.0, 1030.0)]
+
+
+def test_a_failing_gate_rolls_back_mid_hold_and_records_why(
+    world: Any, measured: Measured
+) -> None:
+    store, platform, scheduled, clock, rollouts = world
+    gated_v2(store, rollouts)
+    measured.by_version = {"v1": GOOD, "v2": SLOW}
+    clock.now = 1005.0
+    rollouts.advance(C, "v2", scheduled[-1].token)
+    snapshot = store.get(C)
+    assert snapshot.contract.traffic == {"v1": 100}
+    assert snapshot.variants["v2"].state is VariantState.FAILED
+    assert "p95_latency_ms 900 ms over SLO 100 ms" in snapshot.variants["v2"].reason
+    route = platform.objects[("Route", "examples", "mlp")]
+    assert [(t["tag"], t["percent"]) for t in route["spec"]["traffic"]] == [("v1", 100)]
+
+
+def test_unreadable_metrics_hold_the_step_and_never_pass_it(
+    world: Any, measured: Measured
+) -> None:
+    store, _, scheduled, clock, rollouts = world
+    gated_v2(store, rollouts)
+    clock.now = 1060.0
+    rollouts.advance(C, "v2", scheduled[-1].token)
+    record = store.get(C).contract
+    assert record.traffic == {"v1": 90, "v2": 10}
+    assert record.rollout is not None
+    assert record.rollout["gate"]["passed"] is None
+    assert "metrics unavailable: no series for v2" in record.rollout["gate"]["reason"]
+    assert scheduled[-1].at == 1065.0
+
+
+def test_a_shadow_runs_beside_the_split_and_takes_no_traffic(world: Any) -> None:
+    store, platform, _, _, rollouts = world
+    register(store, variant("v1"), who="t")
+    rollouts.start(C, "v1")
+    register(store, variant("v2", shadow={"sample_rate": 0.5}), who="t")
+    rollouts.start(C, "v2")
+    snapshot = store.get(C)
+    assert snapshot.variants["v2"].state is VariantState.SHADOW
+    assert snapshot.contract.traffic == {"v1": 100}
+    assert snapshot.contract.rollout is not None
+    assert snapshot.contract.rollout["candidate"] == "v1"
+    assert ("Service", "examples", "ff-mlp-v2") in platform.objects
+    route = platform.objects[("Route", "examples", "mlp")]
+    assert [t["tag"] for t in route["spec"]["traffic"]] == ["v1"]
+
+
+def test_reconcile_expires_by_ttl_once_old_enough(world: Any) -> None:
+    store, platform, _, clock, rollouts = world
+    register(store, variant("v1"), who="t")
+    rollouts.start(C, "v1")
+    clock.now = 1100.0
+    register(store, variant("v2", ttl_seconds=300), who="t")
+    rollouts.start(C, "v2")
+    assert rollouts.reconcile(C) == []
+    clock.now = 1299.0  # v1 is 299 s old
+    assert rollouts.reconcile(C) == []
+    clock.now = 1300.0
+    assert rollouts.reconcile(C) == ["expired by v2's policy", "re-applied the desired state"]
+    snapshot = store.get(C)
+    assert snapshot.variants["v1"].state is VariantState.EXPIRED
+    assert snapshot.variants["v2"].state is VariantState.SERVING  # serving: protected
+    assert ("Service", "examples", "ff-mlp-v1") not in platform.objects
+    assert store.events(C)[-1].who == "reconcile"
+
+
+def test_reconcile_puts_back_what_drifted(world: Any) -> None:
+    store, platform, _, _, rollouts = world
+    register(store, variant("v1"), who="t")
+    rollouts.start(C, "v1")
+    wanted = copy.deepcopy(platform.objects)
+    del platform.objects[("Route", "examples", "mlp")]
+    platform.objects[("Service", "examples", "ff-mlp-v1")]["spec"] = {}
+    assert rollouts.reconcile(C) == ["re-applied the desired state"]
+    assert platform.objects == wanted
+
+
+def test_reconcile_runs_a_step_whose_job_was_lost(world: Any) -> None:
+    store, _, scheduled, clock, rollouts = world
+    register(store, variant("v1"), who="t")
+    rollouts.start(C, "v1")
+    register(store, variant("v2", {"policy": "canary", "steps": [10, 100], "hold_seconds": 30}),
+              who="t")
+    rollouts.start(C, "v2")
+    scheduled.clear()  # the scheduled step is lost
+    clock.now = 1030.0 + 29.0
+    assert rollouts.reconcile(C) == []
+    clock.now = 1030.0 + 31.0
+    assert rollouts.reconcile(C) == ["ran the overdue step of v2"]
+    assert store.get(C).contract.traffic == {"v1": 0, "v2": 100}
+    assert len(scheduled) == 1

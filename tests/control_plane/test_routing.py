@@ -72,3 +72,34 @@ def test_split_follows_the_percents(draw: float, version: str) -> None:
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+STICKY = build_table(
+    [{**ROUTE, "metadata": {**ROUTE["metadata"],
+                            "annotations": {"forestflow.dev/sticky-header": "X-User"}}}],
+    [service(f"ff-scoring-{v}", v) for v in ("v1", "v2", "v3")],
+)
+
+
+def test_sticky_header_keeps_a_client_on_one_version_whatever_the_draw() -> None:
+    match = Match("fraud/scoring", None, "/")
+    for user in (b"alice", b"bob", b"carol", b"dave"):
+        picked = {
+            target.version
+            for draw in (0.0, 0.5, 0.99)
+            if (target := STICKY.resolve(match, draw, {b"x-user": user})) is not None
+        }
+        assert len(picked) == 1 and picked <= {"v1", "v2"}, (user, picked)
+
+
+def test_sticky_keys_spread_by_the_percents_and_requests_without_one_split_by_weight() -> None:
+    match = Match("fraud/scoring", None, "/")
+    users = [f"user-{i}".encode() for i in range(2000)]
+    on_v2 = 0
+    for user in users:
+        target = STICKY.resolve(match, 0.0, {b"x-user": user})
+        assert target is not None
+        on_v2 += target.version == "v2"
+    assert 0.16 < on_v2 / len(users) < 0.24  # v2 has 20 %
+    anonymous = STICKY.resolve(match, 0.9, {b"x-other": b"1"})
+    assert anonymous is not None and anonymous.version == "v2"

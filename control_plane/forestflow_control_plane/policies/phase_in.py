@@ -191,7 +191,9 @@ def step(
         return _finish(plan, progress, RolloutStatus.ROLLED_BACK, verdict.reason)
     due = progress.step_started_at + plan.hold()
     if now < due:
-        return _result(plan, progress, due)
+        # A gated step is checked through its hold, so a bad candidate fails early.
+        recheck = due if plan.gate is None else min(due, now + plan.gate.recheck_seconds)
+        return _result(plan, progress, recheck)
     if plan.gate is not None and (verdict is None or verdict.passed is None):
         return _result(plan, progress, now + plan.gate.recheck_seconds)
     if progress.step >= plan.last_step():

@@ -23,7 +23,7 @@ class Shadow:
 
 def sample_rate(variant: VariantRecord) -> float:
     """`spec.shadow.sample_rate`, 1.0 when absent; a value outside 0..1 is an error."""
-    rate = variant.spec.get("shadow", {}).get("sample_rate", 1.0)
+    rate = (variant.spec.get("shadow") or {}).get("sample_rate", 1.0)
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
         raise ValueError(
             f"{variant.contract}@{variant.version}: shadow.sample_rate must be a number"

@@ -88,7 +88,12 @@ class Gateway:
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         )
-        self._supervisor = Supervisor(self._settings.home, self._client, self._use_zygote)
+        self._supervisor = Supervisor(
+            self._settings.home,
+            self._client,
+            self._use_zygote,
+            {"FF_REDIS_URL": self._settings.redis_url},
+        )
         await self._supervisor.open()
         self._pools = Pools(self._supervisor, self._hydrate_timeout)
         await self._sync()
@@ -173,7 +178,7 @@ class Gateway:
             await _respond(send, 404, {"error": f"no contract matches {host}{path}"})
             return
         match = match_tag(match, self._table)
-        target = self._table.resolve(match, self._random.random())
+        target = self._table.resolve(match, self._random.random(), headers)
         if target is None:
             await _respond(send, 404, {"error": f"contract {match.contract} has no traffic"})
             return

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import glob
+from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 from redis import Redis
 
 from forestflow_control_plane import names
@@ -16,9 +19,10 @@ HASH_OF_KIND = {"Service": names.LOCAL_SERVICES, "Route": names.LOCAL_ROUTES}
 
 
 class LocalPlatform:
-    def __init__(self, redis: Redis, image: str) -> None:
+    def __init__(self, redis: Redis, image: str, home: Path | None = None) -> None:
         self._redis = redis
         self._image = image
+        self._home = home
 
     def apply(self, state: DesiredState) -> bool:
         """Write objects that differ, drop this contract's objects that are no longer
@@ -58,6 +62,29 @@ class LocalPlatform:
                     status["version"], status["ready"], status["replicas"]
                 )
         return statuses
+
+    def replica_urls(self, contract: str, version: str) -> list[str]:
+        """Base URLs of the variant's running replicas. Read from the supervisor's PID files
+        (`<home>/pids/runtimes/<namespace>_<service>-<port>.pid`, see Supervisor.start): the
+        gateway's status hash counts replicas but does not say where they listen."""
+        if self._home is None:
+            raise ValueError("replica_urls: this LocalPlatform was made without its home")
+        namespace, _ = names.split_contract(contract)
+        service = names.object_key(namespace, names.service_name(contract, version))
+        prefix = service.replace("/", "_") + "-"
+        urls = []
+        runtimes = self._home / "pids" / "runtimes"
+        for pid_file in sorted(runtimes.glob(glob.escape(prefix) + "*.pid")):
+            port = pid_file.stem.removeprefix(prefix)
+            if not port.isdigit():  # another version whose name starts with this one's
+                continue
+            try:
+                pid = int(pid_file.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            if psutil.pid_exists(pid):  # a gateway that died leaves its PID files behind
+                urls.append(f"http://127.0.0.1:{port}")
+        return urls
 
 
 def _field(obj: dict[str, Any]) -> str:

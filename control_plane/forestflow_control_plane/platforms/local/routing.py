@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from forestflow_control_plane import names
+from forestflow_control_plane.policies.routing import sticky_pick
+from forestflow_control_plane.resources import STICKY_HEADER_ANNOTATION
 
 CONTRACT_PREFIX = "/contracts/"
 
@@ -23,11 +25,20 @@ class Target:
 
 @dataclass(frozen=True)
 class RouteEntry:
+    """A contract's weighted targets; with `sticky_header` (lower-case, as ASGI gives header
+    names), a request carrying that header sticks to the version its value hashes to."""
+
     targets: tuple[Target, ...]
     cumulative: tuple[int, ...]
+    sticky_header: bytes | None = None
 
-    def pick(self, draw: float) -> Target:
-        """The target whose share of [0, 100) holds `draw`."""
+    def pick(self, draw: float, key: bytes | None = None) -> Target:
+        """The target the client key sticks to, else the one whose share of [0, 100) holds
+        `draw`."""
+        if key is not None:
+            split = {t.version: t.percent for t in self.targets}
+            version = sticky_pick(split, key.decode("latin-1"))
+            return next(t for t in self.targets if t.version == version)
         index = bisect.bisect_right(self.cumulative, draw * self.cumulative[-1])
         return self.targets[min(index, len(self.targets) - 1)]
 
@@ -44,11 +55,18 @@ class RouteTable:
     routes: dict[str, RouteEntry]
     tags: dict[tuple[str, str], Target]
 
-    def resolve(self, match: Match, draw: float) -> Target | None:
+    def resolve(
+        self, match: Match, draw: float, headers: dict[bytes, bytes] | None = None
+    ) -> Target | None:
         if match.tag is not None:
             return self.tags.get((match.contract, match.tag))
         entry = self.routes.get(match.contract)
-        return entry.pick(draw) if entry else None
+        if entry is None:
+            return None
+        key = None
+        if entry.sticky_header is not None and headers is not None:
+            key = headers.get(entry.sticky_header)
+        return entry.pick(draw, key)
 
 
 def build_table(routes: Iterable[dict[str, Any]], services: Iterable[dict[str, Any]]) -> RouteTable:
@@ -73,7 +91,12 @@ def build_table(routes: Iterable[dict[str, Any]], services: Iterable[dict[str, A
                 targets.append(target)
         if targets:
             cumulative = tuple(itertools.accumulate(t.percent for t in targets))
-            table[contract] = RouteEntry(tuple(targets), cumulative)
+            sticky = meta.get("annotations", {}).get(STICKY_HEADER_ANNOTATION)
+            # Stickiness hashes over the whole split; a target whose Service is missing
+            # leaves a partial split, which is served by weight alone until it is back.
+            whole = cumulative[-1] == 100
+            header = sticky.lower().encode("latin-1") if sticky and whole else None
+            table[contract] = RouteEntry(tuple(targets), cumulative, header)
     return RouteTable(table, tags)
 
 

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,16 @@ class RuntimeSpec:
 
 
 class Supervisor:
-    def __init__(self, state_dir: Path, client: httpx.AsyncClient, use_zygote: bool = True) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        client: httpx.AsyncClient,
+        use_zygote: bool = True,
+        platform_env: Mapping[str, str] | None = None,
+    ) -> None:
+        """`platform_env` is what every runtime gets from the platform rather than from its
+        Service (the Redis URL for payload events)."""
+        self._platform_env = dict(platform_env or {})
         self._pids = state_dir / "pids" / "runtimes"
         self._zygote_pid = state_dir / "pids" / "zygote.pid"
         self._logs = state_dir / "logs"
@@ -98,7 +108,7 @@ class Supervisor:
     async def start(self, spec: RuntimeSpec, timeout: float) -> Replica:
         """Start a replica and return it once ready; stop it and raise if it is not."""
         port = _free_port()
-        env = {**spec.env, "FF_HOST": "127.0.0.1", "FF_PORT": str(port)}
+        env = {**self._platform_env, **spec.env, "FF_HOST": "127.0.0.1", "FF_PORT": str(port)}
         safe = spec.service.replace("/", "_")
         log_path = self._logs / f"runtime-{safe}-{port}.log"
         process = await self._launch(env, log_path)

@@ -1,0 +1,63 @@
+"""The periodic reconcile: every interval, one worker of the control plane walks every
+contract through `Rollouts.reconcile`, so time-based policies (ttl expiry, a rollout step
+whose job was lost) happen on time and what drifted on the platform is put back.
+
+A lock in Redis that expires with the interval makes one worker do it per interval, however
+many run; a worker that dies holding it only delays the next pass by one interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from forestflow_control_plane import names
+from forestflow_control_plane.rollouts import Rollouts
+from forestflow_control_plane.store import NotFoundError, Store
+
+log = logging.getLogger("forestflow.reconcile")
+
+
+def reconcile_all(rollouts: Rollouts, contracts: list[str]) -> dict[str, list[str]]:
+    """Reconcile each contract on its own: one that fails is logged, not the end of the pass."""
+    done: dict[str, list[str]] = {}
+    for contract in contracts:
+        try:
+            actions = rollouts.reconcile(contract)
+        except NotFoundError:
+            continue
+        except Exception:
+            log.exception("reconcile of %s failed", contract)
+            continue
+        if actions:
+            log.info("reconcile %s: %s", contract, "; ".join(actions))
+            done[contract] = actions
+    return done
+
+
+def reconcile_forever(
+    redis: Redis, rollouts: Rollouts, interval: float, stop: threading.Event
+) -> None:
+    """Run a pass every `interval` seconds while this worker holds the pass's lock."""
+    me = uuid.uuid4().hex
+    while not stop.wait(interval):
+        try:
+            if redis.set(names.RECONCILE_LOCK, me, nx=True, px=int(interval * 1000)):
+                reconcile_all(rollouts, Store(redis).contracts())
+        except RedisError as exc:
+            log.warning("reconcile skipped: %s", exc)
+
+
+def start_reconciler(redis: Redis, rollouts: Rollouts, interval: float) -> threading.Event:
+    """Start the loop in a daemon thread; set the returned event to stop it."""
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=reconcile_forever, args=(redis, rollouts, interval, stop),
+        name="forestflow-reconcile", daemon=True,
+    )
+    thread.start()
+    return stop
