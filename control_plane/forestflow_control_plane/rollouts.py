@@ -8,6 +8,7 @@ token is no longer the stored one (a stale or duplicated job) changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -130,7 +131,7 @@ class Rollouts:
             token = (record["token"] if record else 0) + 1
             return _with_result(base, plan, result, token, now), result
 
-        return self._transition(contract, version, change)
+        return self._open_window(self._transition(contract, version, change), now)
 
     def advance(self, contract: str, version: str, token: int) -> dict[str, Any]:
         """Step the rollout if `token` is still current, judging a gated step's metrics."""
@@ -151,7 +152,28 @@ class Rollouts:
                 after = replace(after, contract=replace(after.contract, rollout=rollout))
             return after, result
 
-        return self._transition(contract, version, change)
+        return self._open_window(self._transition(contract, version, change), now)
+
+    def _open_window(self, outcome: dict[str, Any], now: float) -> dict[str, Any]:
+        """Read the metrics of a gated step that opens now: a scraped source is cumulative,
+        and this reading is the baseline its window is measured from."""
+        record = outcome["rollout"]
+        progress = record and RolloutProgress.from_dict(record["progress"])
+        if (
+            self._metrics is None
+            or not progress
+            or progress.status is not RolloutStatus.RUNNING
+            or progress.step_started_at != now
+        ):
+            return outcome
+        snapshot = self._store.get(outcome["contract"])
+        if plan_of(_variant(snapshot, progress.candidate).spec).gate is None:
+            return outcome
+        for version in (progress.candidate, _incumbent(progress)):
+            if version is not None:
+                with contextlib.suppress(MetricsUnavailableError):
+                    self._metrics.window(outcome["contract"], version, now, now)
+        return outcome
 
     def reconcile(self, contract: str) -> list[str]:
         """Re-evaluate the time-based policies of one contract and re-apply its desired state:
@@ -202,11 +224,7 @@ class Rollouts:
         if self._metrics is None:
             return GateResult(None, "undecided: no metrics source configured")
         since = progress.step_started_at
-        incumbent = max(
-            (v for v, p in progress.previous.items() if p > 0 and v != version),
-            key=lambda v: (progress.previous[v], v),
-            default=None,
-        )
+        incumbent = _incumbent(progress)
         name = snapshot.contract.name
         try:
             candidate = self._metrics.window(name, version, since, now)
@@ -330,6 +348,15 @@ def expire(snapshot: ContractSnapshot, owner: VariantRecord, now: float) -> Cont
     traffic = {v: p for v, p in snapshot.contract.traffic.items()
                if snapshot.variants[v].state in LIVE_STATES}
     return replace(snapshot, contract=replace(snapshot.contract, traffic=traffic))
+
+
+def _incumbent(progress: RolloutProgress) -> str | None:
+    """The version the candidate is measured against: the largest share before the rollout."""
+    return max(
+        (v for v, p in progress.previous.items() if p > 0 and v != progress.candidate),
+        key=lambda v: (progress.previous[v], v),
+        default=None,
+    )
 
 
 def _policy_owner(snapshot: ContractSnapshot) -> VariantRecord | None:

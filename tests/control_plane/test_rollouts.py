@@ -201,7 +201,11 @@ def test_a_gate_that_passes_lets_the_canary_walk(world: Any, measured: Measured)
     record = store.get(C).contract
     assert record.traffic == {"v1": 0, "v2": 100}
     assert record.rollout is not None and record.rollout["gate"]["passed"] is True
-    assert measured.asked[-2:] == [(C, "v2", 1000.0, 1030.0), (C, "v1", 1000.0, 1030.0)]
+    assert measured.asked == [
+        (C, "v2", 1000.0, 1000.0), (C, "v1", 1000.0, 1000.0),  # step 1 opens: baselines
+        (C, "v2", 1000.0, 1030.0), (C, "v1", 1000.0, 1030.0),  # its gate: the window
+        (C, "v2", 1030.0, 1030.0), (C, "v1", 1030.0, 1030.0),  # step 2 opens
+    ]
 
 
 def test_a_failing_gate_rolls_back_mid_hold_and_records_why(
