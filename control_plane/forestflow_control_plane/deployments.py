@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from forestflow_control_plane.model_file import ModelFile
 from forestflow_control_plane.records import ContractRecord, ContractSnapshot, VariantRecord
 from forestflow_control_plane.store import ConflictError, NotFoundError, Store
+from forestflow_control_plane.swaps import check_in_place
 
 
 def register(store: Store, model: ModelFile, who: str) -> ContractSnapshot:
@@ -42,4 +44,21 @@ def register(store: Store, model: ModelFile, who: str) -> ContractSnapshot:
         unchanged = existing is not None and existing.spec == variant_spec
         if unchanged and current.contract.spec == contract_spec:
             return current
+        if existing is not None and model.rollout.strategy == "in_place":
+            if current.contract.spec != contract_spec:
+                raise ConflictError(
+                    f"contract: inputs/outputs differ from those stored for {contract}"
+                )
+            check_in_place(existing.spec, variant_spec)
+            return current  # the swap job changes the variant, once its replicas serve it
     return store.update(contract, change, who=who, what=f"deploy {version}")
+
+
+def swap_of(snapshot: ContractSnapshot, model: ModelFile) -> dict[str, Any] | None:
+    """The artifact an in-place deploy swaps into the running variant; None when the deploy
+    is a new variant to roll out (or changes nothing)."""
+    existing = snapshot.variants.get(model.variant.version)
+    if model.rollout.strategy != "in_place" or existing is None:
+        return None
+    wanted: dict[str, Any] = model.variant.model.model_dump(mode="json", by_alias=True)
+    return None if existing.spec["model"] == wanted else wanted

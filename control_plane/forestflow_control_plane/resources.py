@@ -42,7 +42,7 @@ def make_service(
         "spec": {
             "template": {
                 "metadata": {
-                    "name": names.revision_name(service, 1),
+                    "name": names.revision_name(service, variant.spec.get("revision", 1)),
                     "labels": dict(labels),
                     "annotations": {
                         "autoscaling.knative.dev/metric": "concurrency",
@@ -83,9 +83,12 @@ def make_route(state: DesiredState) -> dict[str, Any] | None:
     if sum(state.traffic.values()) == 0:
         return None
     namespace, name = names.split_contract(state.contract)
+    revisions = {v.version: v.spec.get("revision", 1) for v in state.variants}
     targets = [
         {
-            "revisionName": names.revision_name(names.service_name(state.contract, version), 1),
+            "revisionName": names.revision_name(
+                names.service_name(state.contract, version), revisions[version]
+            ),
             "percent": percent,
             "tag": version,
         }

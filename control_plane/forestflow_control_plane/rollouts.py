@@ -243,6 +243,11 @@ class Rollouts:
         if record is None:
             raise ConflictError(f"contract {contract!r} has no rollout to {action}")
         version = record["candidate"]
+        if record.get("strategy") == "in_place":
+            raise ConflictError(
+                f"{action}: the in-place swap of {contract}@{version} takes no actions; it "
+                "reverts on its own at the first replica that fails"
+            )
 
         def change(before: ContractSnapshot) -> tuple[ContractSnapshot, StepResult | None]:
             current = before.contract.rollout
@@ -388,7 +393,7 @@ def _describe(version: str, result: StepResult | None) -> str:
 
 def platform_for(settings: Settings, redis: Redis) -> Platform:
     if settings.platform == "local":
-        return LocalPlatform(redis, settings.runtime_image)
+        return LocalPlatform(redis, settings.runtime_image, home=settings.home)
     raise SettingsError(f"FF_PLATFORM: platform {settings.platform!r} is not available yet")
 
 

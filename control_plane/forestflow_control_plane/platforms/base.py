@@ -22,3 +22,8 @@ class Platform(Protocol):
 
     def observe(self, contract: str) -> dict[str, VariantStatus]:
         ...
+
+    def replica_urls(self, contract: str, version: str) -> list[str]:
+        """Running replicas the control plane can reach to swap weights in place; none
+        where the platform swaps by starting a new revision instead (knative)."""
+        ...

@@ -14,6 +14,7 @@ class MemoryPlatform:
         self.image = image
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.applies = 0
+        self.replicas: dict[tuple[str, str], list[str]] = {}
 
     def apply(self, state: DesiredState) -> bool:
         """Keep exactly the desired objects of this contract, as the real platforms do."""
@@ -35,3 +36,6 @@ class MemoryPlatform:
 
     def observe(self, contract: str) -> dict[str, VariantStatus]:
         return {}
+
+    def replica_urls(self, contract: str, version: str) -> list[str]:
+        return list(self.replicas.get((contract, version), []))

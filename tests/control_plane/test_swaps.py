@@ -1,0 +1,166 @@
+"""In-place rollouts against real runtime processes: new weights go into each replica in
+turn through the runtime's load API, and the first failure puts every replica back."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from redis import Redis
+
+from forestflow_control_plane.deployments import register, swap_of
+from forestflow_control_plane.model_file import ModelFile, validate_model_file
+from forestflow_control_plane.platforms.local.supervisor import Supervisor
+from forestflow_control_plane.platforms.memory import MemoryPlatform
+from forestflow_control_plane.rollouts import Action, Rollouts
+from forestflow_control_plane.store import ConflictError, Store
+from forestflow_control_plane.swaps import InPlace
+from tests.support import REPO, free_port
+
+from .test_supervisor import spec
+
+C = "examples/mlp"
+PROBE = {"input": [[0.5, -1.0, 2.0, 0.25]]}
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example MLP's code with two sets of weights: mlp.safetensors and new.safetensors."""
+    target = tmp_path_factory.mktemp("mlp")
+    for name in ("model.py", "build.py"):
+        shutil.copy(REPO / "examples" / "mlp" / name, target)
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+        "from build import build; build(Path(sys.argv[1]) / 'mlp.safetensors', 0); "
+        "build(Path(sys.argv[1]) / 'new.safetensors', 1)"
+    )
+    subprocess.run([sys.executable, "-c", script, str(target)], check=True)
+    return target
+
+
+def model_file(weights: Path, uri: str = "mlp.safetensors", **change: Any) -> ModelFile:
+    data = yaml.safe_load((REPO / "examples" / "mlp" / "model.yaml").read_text())
+    data["variant"]["model"].update(uri=str(weights / uri), python_path=str(weights))
+    data["variant"].update(change)
+    data["rollout"] = {"strategy": "in_place"}
+    return validate_model_file(data)
+
+
+@pytest.fixture
+async def replicas(weights: Path, tmp_path: Path) -> AsyncIterator[list[str]]:
+    """Two real runtime replicas of v1, serving the original weights."""
+    async with httpx.AsyncClient() as client:
+        supervisor = Supervisor(tmp_path, client)
+        await supervisor.open()
+        try:
+            started = await asyncio.gather(
+                *(supervisor.start(spec(weights), timeout=60) for _ in range(2))
+            )
+            yield [r.url for r in started]
+        finally:
+            await asyncio.gather(*(supervisor.stop(r) for r in started))
+            await supervisor.close()
+
+
+def outputs(urls: list[str]) -> list[list[float]]:
+    return [httpx.post(f"{u}/v1/mlp/predict", json=PROBE).json()["output"][0] for u in urls]
+
+
+def serving(redis: Redis, weights: Path, urls: list[str]) -> tuple[Store, MemoryPlatform]:
+    store, platform = Store(redis), MemoryPlatform()
+    register(store, model_file(weights), who="t")
+    Rollouts(store, platform, lambda call: None).start(C, "v1")
+    platform.replicas[(C, "v1")] = urls
+    return store, platform
+
+
+async def swap(store: Store, platform: MemoryPlatform, model: ModelFile) -> dict[str, Any]:
+    wanted = swap_of(store.get(C), model)
+    assert wanted is not None
+    with httpx.Client() as client:
+        in_place = InPlace(store, platform, platform.replica_urls, client)
+        return await asyncio.to_thread(in_place.run, C, "v1", wanted)
+
+
+async def test_new_weights_reach_every_replica_then_the_spec(
+    redis: Redis, weights: Path, replicas: list[str]
+) -> None:
+    store, platform = serving(redis, weights, replicas)
+    before = outputs(replicas)
+    new = model_file(weights, "new.safetensors")
+    result = await swap(store, platform, new)
+    assert result["rollout"]["progress"]["status"] == "succeeded"
+    after = outputs(replicas)
+    assert after[0] == after[1] and after[0] != before[0]
+    variant = store.get(C).variants["v1"]
+    assert variant.spec["model"]["uri"].endswith("new.safetensors")
+    assert variant.spec["revision"] == 2
+    assert store.get(C).contract.traffic == {"v1": 100}
+    service = platform.objects[("Service", "examples", "ff-mlp-v1")]
+    assert service["spec"]["template"]["metadata"]["name"] == "ff-mlp-v1-00002"
+    container = service["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["FF_MODEL_URI"].endswith("new.safetensors")  # a replica started later loads it
+    route = platform.objects[("Route", "examples", "mlp")]
+    assert route["spec"]["traffic"][0]["revisionName"] == "ff-mlp-v1-00002"
+    assert swap_of(store.get(C), new) is None  # deploying it again is a no-op
+
+
+async def test_the_first_failure_reverts_the_replicas_already_swapped(
+    redis: Redis, weights: Path, replicas: list[str]
+) -> None:
+    store, platform = serving(redis, weights, replicas)
+    before = outputs(replicas[:1])
+    gone = f"http://127.0.0.1:{free_port()}"
+    platform.replicas[(C, "v1")] = [replicas[0], gone]
+    result = await swap(store, platform, model_file(weights, "new.safetensors"))
+    progress = result["rollout"]["progress"]
+    assert progress["status"] == "rolled_back"
+    assert gone in progress["reason"]
+    assert outputs(replicas[:1]) == before  # swapped, then put back
+    variant = store.get(C).variants["v1"]
+    assert variant.spec["model"]["uri"].endswith("mlp.safetensors")
+    assert "revision" not in variant.spec
+
+
+async def test_weights_that_do_not_load_leave_every_replica_as_it_was(
+    redis: Redis, weights: Path, replicas: list[str]
+) -> None:
+    store, platform = serving(redis, weights, replicas)
+    before = outputs(replicas)
+    (weights / "broken.safetensors").write_bytes(b"not weights")
+    result = await swap(store, platform, model_file(weights, "broken.safetensors"))
+    assert result["rollout"]["progress"]["status"] == "rolled_back"
+    assert "load answered" in result["rollout"]["progress"]["reason"]
+    assert outputs(replicas) == before
+
+
+def test_in_place_changes_only_the_artifact(redis: Redis, weights: Path) -> None:
+    store = Store(redis)
+    register(store, model_file(weights), who="t")
+    with pytest.raises(ConflictError, match=r"variant\.batching: differs"):
+        register(store, model_file(weights, batching={"max_batch_size": 4}), who="t")
+    changed = model_file(weights)
+    data = changed.model_dump(mode="json", by_alias=True)
+    data["variant"]["model"]["class"] = "model:Other"
+    with pytest.raises(ConflictError, match=r"variant\.model\.class: cannot change in place"):
+        register(store, validate_model_file(data), who="t")
+    register(store, model_file(weights, "new.safetensors"), who="t")
+    assert store.get(C).variants["v1"].spec["model"]["uri"].endswith("mlp.safetensors")
+
+
+async def test_an_in_place_swap_takes_no_rollout_actions(
+    redis: Redis, weights: Path, replicas: list[str]
+) -> None:
+    store, platform = serving(redis, weights, replicas)
+    await swap(store, platform, model_file(weights, "new.safetensors"))
+    with pytest.raises(ConflictError, match="pause: the in-place swap of examples/mlp@v1 takes"):
+        Rollouts(store, platform, lambda call: None).act(C, Action.PAUSE, "alice")
