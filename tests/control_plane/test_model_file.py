@@ -131,3 +131,13 @@ def test_policies_parse() -> None:
     assert model.slo.p95_latency_ms == 50
     assert model.expiry.ttl_seconds == 3600
     assert model.routing.sticky_header == "x-user-id"
+
+
+def test_readme_model_yaml_reference_is_valid() -> None:
+    """The README's full example documents every field: it must parse as it stands."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## model.yaml") :]
+    block = section[section.index("```yaml\n") + len("```yaml\n") : section.index("```\n", 8)]
+    model = parse_model_file(block)
+    assert model.rollout.gate is not None and model.slo.p95_latency_ms == 50
+    assert model.routing.sticky_header == "x-user-id"
