@@ -99,8 +99,13 @@ def deploy(
             if job["status"] != "finished":
                 err.print(f"[red]rollout {job['status']}:[/red] {job.get('error') or ''}")
                 raise typer.Exit(1)
-            status = _wait_rollout(client, result["contract"], result["version"], deadline)
-            if status != "succeeded":
+            contract = client.contract(result["contract"])
+            states = {v["version"]: v["state"] for v in contract["variants"]}
+            if states.get(result["version"]) == "shadow":
+                out.print(f"{variant} runs as a shadow: mirrored traffic only")
+            elif _wait_rollout(client, result["contract"], result["version"], deadline) != (
+                "succeeded"
+            ):
                 raise typer.Exit(1)
         contract = client.contract(result["contract"])
     name = result["contract"].split("/", 1)[1]

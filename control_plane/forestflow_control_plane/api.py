@@ -21,7 +21,7 @@ from rq.job import Job
 
 from forestflow_control_plane import names
 from forestflow_control_plane.auth import Principal, Role, Tokens
-from forestflow_control_plane.deployments import register
+from forestflow_control_plane.deployments import register, swap_of
 from forestflow_control_plane.model_file import (
     DNS_LABEL,
     FieldError,
@@ -39,6 +39,7 @@ from forestflow_control_plane.rollouts import (
 )
 from forestflow_control_plane.settings import Settings
 from forestflow_control_plane.store import ConflictError, NotFoundError, Store
+from forestflow_control_plane.swaps import swap_in_place
 
 MAX_MODEL_FILE_BYTES = 1 << 20
 JOB_TIMEOUT_S = 3600
@@ -130,13 +131,18 @@ def create_app(settings: Settings, tokens: Tokens) -> FastAPI:
             check_local_artifacts(model)
         store: Store = request.app.state.store
         snapshot = register(store, model, who.name)
-        job = request.app.state.queue.enqueue(
-            start_rollout,
-            model.contract.name,
-            model.variant.version,
-            job_timeout=JOB_TIMEOUT_S,
-            description=f"rollout {model.contract.name}@{model.variant.version}",
-        )
+        target = f"{model.contract.name}@{model.variant.version}"
+        swap = swap_of(snapshot, model)
+        if swap is not None:
+            job = request.app.state.queue.enqueue(
+                swap_in_place, model.contract.name, model.variant.version, swap,
+                job_timeout=JOB_TIMEOUT_S, description=f"in-place swap {target}",
+            )
+        else:
+            job = request.app.state.queue.enqueue(
+                start_rollout, model.contract.name, model.variant.version,
+                job_timeout=JOB_TIMEOUT_S, description=f"rollout {target}",
+            )
         return {
             "contract": model.contract.name,
             "version": model.variant.version,

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 from rq import get_current_job
 
-from forestflow_control_plane.desired import desired_state
-from forestflow_control_plane.platforms.base import Platform
+from forestflow_control_plane.desired import DesiredVariant, desired_state
+from forestflow_control_plane.platforms.base import Platform, TrialError
 from forestflow_control_plane.policies.phase_in import FINISHED, RolloutProgress, RolloutStatus
 from forestflow_control_plane.records import ContractSnapshot, VariantState
-from forestflow_control_plane.resources import model_name
+from forestflow_control_plane.resources import make_service, model_name
 from forestflow_control_plane.rollouts import platform_for
 from forestflow_control_plane.settings import Settings
 from forestflow_control_plane.store import ConflictError, NotFoundError, Store
@@ -31,6 +31,7 @@ ReplicaFinder = Callable[[str, str], list[str]]
 SWAPPABLE = ("uri", "format")
 SWAP_TIMEOUT_S = 600.0
 SWAPPABLE_STATES = frozenset({VariantState.SERVING, VariantState.PHASING_IN})
+TRIAL_IMAGE = "trial"  # a trial replica runs the local runtime; the image is not used
 
 
 class SwapFailedError(RuntimeError):
@@ -84,7 +85,10 @@ class InPlace:
         name = model_name(contract)
         swapped: list[str] = []
         try:
-            for url in self._replicas(contract, version):
+            running = self._replicas(contract, version)
+            if not running:
+                self._try(snapshot, version, model, name)
+            for url in running:
                 swapped.append(url)
                 self._swap(url, name, model, snapshot)
             snapshot = self._commit(contract, version, model)
@@ -100,6 +104,25 @@ class InPlace:
                     reason += f"; reverting {url} failed too: {failed}"
             return _view(self._finish(contract, version, RolloutStatus.ROLLED_BACK, reason))
         return _view(self._finish(contract, version, RolloutStatus.SUCCEEDED, "weights swapped"))
+
+    def _try(
+        self, snapshot: ContractSnapshot, version: str, model: dict[str, Any], name: str
+    ) -> None:
+        """With no replica running, the new weights are tried on a short-lived one: a
+        spec is never committed that the next cold start could not serve."""
+        variant = snapshot.variants[version]
+        service = make_service(
+            snapshot.contract.name,
+            snapshot.contract.spec,
+            DesiredVariant(version, {**variant.spec, "model": model}),
+            TRIAL_IMAGE,
+        )
+        try:
+            with self._platform.trial_replica(service) as url:
+                if url is not None:
+                    self._probe(url, name, snapshot.contract.spec)
+        except TrialError as exc:
+            raise SwapFailedError(f"the new weights did not start: {exc}") from exc
 
     def _begin(self, contract: str, version: str, model: dict[str, Any]) -> None:
         now = self._clock()

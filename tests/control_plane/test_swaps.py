@@ -164,3 +164,15 @@ async def test_an_in_place_swap_takes_no_rollout_actions(
     await swap(store, platform, model_file(weights, "new.safetensors"))
     with pytest.raises(ConflictError, match="pause: the in-place swap of examples/mlp@v1 takes"):
         Rollouts(store, platform, lambda call: None).act(C, Action.PAUSE, "alice")
+
+
+async def test_with_no_replica_running_the_weights_are_tried_first(
+    redis: Redis, weights: Path
+) -> None:
+    store, platform = serving(redis, weights, [])
+    result = await swap(store, platform, model_file(weights, "new.safetensors"))
+    assert result["rollout"]["progress"]["status"] == "succeeded"
+    (trial,) = platform.trials
+    container = trial["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["FF_MODEL_URI"].endswith("new.safetensors")

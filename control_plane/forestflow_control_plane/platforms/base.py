@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from forestflow_control_plane.desired import DesiredState
+
+
+class TrialError(RuntimeError):
+    """A trial replica exited or never became ready; the message carries its log's tail."""
 
 
 @dataclass(frozen=True)
@@ -26,4 +31,10 @@ class Platform(Protocol):
     def replica_urls(self, contract: str, version: str) -> list[str]:
         """Running replicas the control plane can reach to swap weights in place; none
         where the platform swaps by starting a new revision instead (knative)."""
+        ...
+
+    def trial_replica(self, service: dict[str, Any]) -> AbstractContextManager[str | None]:
+        """A short-lived replica of `service` (a Knative Service object) to try new weights
+        on when none is running; None where the platform readies a new revision itself
+        before it takes traffic (knative)."""
         ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from forestflow_control_plane.desired import DesiredState
@@ -15,6 +17,7 @@ class MemoryPlatform:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.applies = 0
         self.replicas: dict[tuple[str, str], list[str]] = {}
+        self.trials: list[dict[str, Any]] = []
 
     def apply(self, state: DesiredState) -> bool:
         """Keep exactly the desired objects of this contract, as the real platforms do."""
@@ -39,3 +42,8 @@ class MemoryPlatform:
 
     def replica_urls(self, contract: str, version: str) -> list[str]:
         return list(self.replicas.get((contract, version), []))
+
+    @contextlib.contextmanager
+    def trial_replica(self, service: dict[str, Any]) -> Iterator[str | None]:
+        self.trials.append(service)
+        yield None

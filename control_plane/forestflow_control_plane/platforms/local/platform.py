@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import httpx
 import orjson
 import psutil
 from redis import Redis
 
 from forestflow_control_plane import names
 from forestflow_control_plane.desired import DesiredState
-from forestflow_control_plane.platforms.base import VariantStatus
+from forestflow_control_plane.platforms.base import TrialError, VariantStatus
+from forestflow_control_plane.redis_server import free_port
 from forestflow_control_plane.resources import CONTRACT_LABEL, VERSION_LABEL, make_objects
 
 HASH_OF_KIND = {"Service": names.LOCAL_SERVICES, "Route": names.LOCAL_ROUTES}
+
+
+TRIAL_READY_TIMEOUT_S = 300.0
 
 
 class LocalPlatform:
@@ -23,6 +35,33 @@ class LocalPlatform:
         self._redis = redis
         self._image = image
         self._home = home
+
+    @contextlib.contextmanager
+    def trial_replica(self, service: dict[str, Any]) -> Iterator[str | None]:
+        """A runtime of `service` on a free port, for as long as the block runs: new weights
+        are tried on it when no replica is running. Raises TrialError with the runtime's
+        last words when it exits or is not ready in time."""
+        container = service["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        port = free_port()
+        env.update(FF_HOST="127.0.0.1", FF_PORT=str(port))
+        env.pop("FF_PAYLOAD_SAMPLE_RATE", None)  # a trial's answers are not traffic
+        ready = container["readinessProbe"]["httpGet"]["path"]
+        with tempfile.TemporaryFile() as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "forestflow_runtime"], env={**os.environ, **env},
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+            try:
+                _wait_ready(process, f"http://127.0.0.1:{port}{ready}", log)
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
     def apply(self, state: DesiredState) -> bool:
         """Write objects that differ, drop this contract's objects that are no longer
@@ -85,6 +124,26 @@ class LocalPlatform:
             if psutil.pid_exists(pid):  # a gateway that died leaves its PID files behind
                 urls.append(f"http://127.0.0.1:{port}")
         return urls
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str, log: IO[bytes]) -> None:
+    deadline = time.monotonic() + TRIAL_READY_TIMEOUT_S
+    with httpx.Client(timeout=5.0) as client:
+        while True:
+            if process.poll() is not None:
+                raise TrialError(f"the trial runtime exited ({process.returncode}): {_tail(log)}")
+            with contextlib.suppress(httpx.TransportError):
+                if client.get(url).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise TrialError(f"the trial runtime was not ready in time: {_tail(log)}")
+            time.sleep(0.05)
+
+
+def _tail(log: IO[bytes]) -> str:
+    log.seek(0)
+    lines = log.read().decode(errors="replace").strip().splitlines()
+    return " | ".join(lines[-3:])
 
 
 def _field(obj: dict[str, Any]) -> str:
