@@ -1,7 +1,8 @@
-"""The control-plane HTTP API. Thin: parse, call the store or enqueue a job, map errors.
+"""The control-plane HTTP API. Thin: parse, call the store, enqueue a job or apply the
+platform's desired state, map errors.
 
-Errors are JSON `{"detail": str, "errors": [{"field", "message"}]}` with 404, 409, 413
-or 422; bad input never yields a 500.
+Errors are JSON `{"detail": str, "errors": [{"field", "message"}]}` with 401, 403, 404,
+409, 413 or 422; bad input never yields a 500.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Path, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from redis import Redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
@@ -21,7 +23,13 @@ from rq.job import Job
 
 from forestflow_control_plane import names
 from forestflow_control_plane.auth import Principal, Role, Tokens
-from forestflow_control_plane.deployments import register, swap_of
+from forestflow_control_plane.deployments import (
+    refuse_while_serving,
+    register,
+    retire,
+    swap_of,
+)
+from forestflow_control_plane.desired import DesiredState, desired_state
 from forestflow_control_plane.model_file import (
     DNS_LABEL,
     FieldError,
@@ -30,6 +38,7 @@ from forestflow_control_plane.model_file import (
     check_local_artifacts,
     parse_model_file,
 )
+from forestflow_control_plane.records import ContractSnapshot, VariantRecord, VariantState
 from forestflow_control_plane.rollouts import (
     Action,
     Rollouts,
@@ -43,6 +52,37 @@ from forestflow_control_plane.swaps import swap_in_place
 
 MAX_MODEL_FILE_BYTES = 1 << 20
 JOB_TIMEOUT_S = 3600
+
+
+class FieldMessage(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: `detail` says what is wrong and what to do; `errors` names fields."""
+
+    detail: str
+    errors: list[FieldMessage]
+
+
+ERRORS = {
+    401: "no bearer token, or an unknown one",
+    403: "the token's role may not make this call",
+    404: "no such contract, variant or job",
+    409: "the call conflicts with what is stored; the message says what to do",
+    413: "the body is too large",
+    422: "invalid input; the message names the field",
+}
+
+
+def _errors_of(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody, "description": ERRORS[code]} for code in codes}
+
+
+CONTRACT_PATH = "/v1/contracts/{namespace}/{name}"
+READ_ERRORS = _errors_of(401, 404, 422)
+WRITE_ERRORS = _errors_of(401, 403, 404, 409, 422)
 
 
 class PayloadTooLargeError(ValueError):
@@ -80,7 +120,18 @@ def admin(principal: Annotated[Principal, Depends(reader)]) -> Principal:
 Reader = Annotated[Principal, Depends(reader)]
 Namespace = Annotated[str, Path(pattern=DNS_LABEL)]
 Name = Namespace
+Version = Annotated[str, Path(pattern=DNS_LABEL, description="a variant's version, e.g. v3")]
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,100}$")]
+ExpectedGeneration = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        description="the contract's generation as last read; 409 when it has moved on since",
+    ),
+]
+Force = Annotated[
+    bool, Query(description="delete even while versions serve traffic (clients then get 404)")
+]
 Admin = Annotated[Principal, Depends(admin)]
 
 
@@ -91,8 +142,9 @@ def create_app(settings: Settings, tokens: Tokens) -> FastAPI:
         app.state.redis = redis
         app.state.store = Store(redis)
         app.state.queue = Queue(names.ROLLOUT_QUEUE, connection=redis)
+        app.state.platform = platform_for(settings, redis)
         app.state.rollouts = Rollouts(
-            app.state.store, platform_for(settings, redis), rq_schedule(app.state.queue)
+            app.state.store, app.state.platform, rq_schedule(app.state.queue)
         )
         yield
         redis.close()
@@ -110,6 +162,7 @@ def create_app(settings: Settings, tokens: Tokens) -> FastAPI:
         "/v1/deploy",
         status_code=202,
         tags=["deploy"],
+        responses=_errors_of(401, 403, 409, 413, 422),
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -151,33 +204,103 @@ def create_app(settings: Settings, tokens: Tokens) -> FastAPI:
             "url": f"{settings.gateway_url}/contracts/{model.contract.name}",
         }
 
-    @app.get("/v1/contracts", tags=["contracts"])
+    @app.get("/v1/contracts", tags=["contracts"], responses=_errors_of(401))
     def list_contracts(request: Request, _: Reader) -> dict[str, list[str]]:
         return {"contracts": request.app.state.store.contracts()}
 
-    @app.get("/v1/contracts/{namespace}/{name}", tags=["contracts"])
+    @app.get(CONTRACT_PATH, tags=["contracts"], responses=READ_ERRORS)
     def get_contract(
         namespace: Namespace, name: Name, request: Request, _: Reader
     ) -> dict[str, Any]:
         snapshot = request.app.state.store.get(f"{namespace}/{name}")
         return {**snapshot.to_dict(), "url": f"{settings.gateway_url}/contracts/{namespace}/{name}"}
 
-    @app.get("/v1/contracts/{namespace}/{name}/traffic", tags=["contracts"])
+    @app.delete(CONTRACT_PATH, tags=["contracts"], responses=WRITE_ERRORS)
+    def delete_contract(
+        namespace: Namespace,
+        name: Name,
+        request: Request,
+        who: Admin,
+        force: Force = False,
+        expected_generation: ExpectedGeneration = None,
+    ) -> dict[str, Any]:
+        """Delete the contract and its variants, and their objects on the platform; its
+        event log stays. Refused (409) while a version serves traffic, unless force=true."""
+        contract = f"{namespace}/{name}"
+        try:
+            deleted = request.app.state.store.delete(
+                contract,
+                who=who.name,
+                check=None if force else refuse_while_serving,
+                expected_generation=expected_generation,
+            )
+        except NotFoundError:
+            # A delete that committed but died before the platform apply left objects behind.
+            request.app.state.platform.apply(_nothing_of(contract))
+            raise
+        request.app.state.platform.apply(_nothing_of(contract))
+        return deleted.to_dict()
+
+    @app.get(CONTRACT_PATH + "/variants", tags=["variants"], responses=READ_ERRORS)
+    def list_variants(
+        namespace: Namespace, name: Name, request: Request, _: Reader
+    ) -> dict[str, Any]:
+        """The contract's variants, oldest first, expired and failed ones included."""
+        snapshot = request.app.state.store.get(f"{namespace}/{name}")
+        return {"contract": snapshot.contract.name, "variants": snapshot.to_dict()["variants"]}
+
+    @app.get(CONTRACT_PATH + "/variants/{version}", tags=["variants"], responses=READ_ERRORS)
+    def get_variant(
+        namespace: Namespace, name: Name, version: Version, request: Request, _: Reader
+    ) -> dict[str, Any]:
+        snapshot = request.app.state.store.get(f"{namespace}/{name}")
+        return _variant(snapshot, version).to_dict()
+
+    @app.delete(CONTRACT_PATH + "/variants/{version}", tags=["variants"], responses=WRITE_ERRORS)
+    def delete_variant(
+        namespace: Namespace,
+        name: Name,
+        version: Version,
+        request: Request,
+        who: Admin,
+        expected_generation: ExpectedGeneration = None,
+    ) -> dict[str, Any]:
+        """Retire a variant: it is marked expired and its Service goes away. Refused (409)
+        while it serves traffic or a rollout runs on it. Deleting an expired variant again
+        writes nothing and answers it as it is."""
+        contract = f"{namespace}/{name}"
+        store: Store = request.app.state.store
+        after = store.get(contract)
+        if _variant(after, version).state is not VariantState.EXPIRED:
+            after = store.update(
+                contract,
+                lambda before: retire(before, contract, version, who.name),
+                who=who.name,
+                what=f"delete {version}",
+                expected_generation=expected_generation,
+            )
+        request.app.state.platform.apply(desired_state(after))
+        return after.variants[version].to_dict()
+
+    @app.get(CONTRACT_PATH + "/traffic", tags=["contracts"], responses=READ_ERRORS)
     def get_traffic(
         namespace: Namespace, name: Name, request: Request, _: Reader
     ) -> dict[str, Any]:
         snapshot = request.app.state.store.get(f"{namespace}/{name}")
         return {"contract": snapshot.contract.name, "traffic": snapshot.contract.traffic}
 
-    @app.get("/v1/contracts/{namespace}/{name}/events", tags=["contracts"])
+    @app.get(CONTRACT_PATH + "/events", tags=["contracts"], responses=READ_ERRORS)
     def get_events(
         namespace: Namespace, name: Name, request: Request, _: Reader
     ) -> dict[str, Any]:
+        """The contract's audit log, oldest first; a deleted contract keeps its own."""
         contract = f"{namespace}/{name}"
-        request.app.state.store.get(contract)
-        return {"events": [vars(e) for e in request.app.state.store.events(contract)]}
+        events = request.app.state.store.events(contract)
+        if not events:
+            request.app.state.store.get(contract)  # 404 unless it exists
+        return {"events": [vars(e) for e in events]}
 
-    @app.get("/v1/contracts/{namespace}/{name}/rollout", tags=["rollouts"])
+    @app.get(CONTRACT_PATH + "/rollout", tags=["rollouts"], responses=READ_ERRORS)
     def get_rollout(
         namespace: Namespace, name: Name, request: Request, _: Reader
     ) -> dict[str, Any]:
@@ -189,7 +312,7 @@ def create_app(settings: Settings, tokens: Tokens) -> FastAPI:
             "rollout": snapshot.contract.rollout,
         }
 
-    @app.post("/v1/contracts/{namespace}/{name}/rollout/{action}", tags=["rollouts"])
+    @app.post(CONTRACT_PATH + "/rollout/{action}", tags=["rollouts"], responses=WRITE_ERRORS)
     def act(
         namespace: Namespace, name: Name, action: Action, request: Request, who: Admin
     ) -> dict[str, Any]:
@@ -199,7 +322,7 @@ def create_app(settings: Settings, tokens: Tokens) -> FastAPI:
         )
         return result
 
-    @app.get("/v1/jobs/{job_id}", tags=["jobs"])
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"], responses=READ_ERRORS)
     def get_job(job_id: JobId, request: Request, _: Reader) -> dict[str, Any]:
         try:
             job = Job.fetch(job_id, connection=request.app.state.redis)
@@ -250,6 +373,17 @@ def _errors(app: FastAPI) -> None:
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 
     app.add_exception_handler(RequestValidationError, invalid)
+
+
+def _variant(snapshot: ContractSnapshot, version: str) -> VariantRecord:
+    if version not in snapshot.variants:
+        raise NotFoundError(f"variant {snapshot.contract.name}@{version} not found")
+    return snapshot.variants[version]
+
+
+def _nothing_of(contract: str) -> DesiredState:
+    """A desired state with no variants: the platform removes every object of `contract`."""
+    return DesiredState(contract=contract, contract_spec={}, traffic={}, variants=())
 
 
 def _last_line(text: str) -> str:

@@ -73,34 +73,78 @@ class Store:
                     pipe.hgetall(names.variants_key(contract)),
                 )
                 current = before.contract.generation if before else 0
-                if expected_generation is not None and expected_generation != current:
-                    raise ConflictError(
-                        f"contract {contract!r} is at generation {current}, "
-                        f"not {expected_generation}"
-                    )
+                _check_generation(contract, current, expected_generation)
                 after = self._stamp(before, change(before))
                 pipe.multi()
                 self._write(pipe, before, after)
-                pipe.xadd(
-                    names.events_key(contract),
-                    {
-                        "who": who,
-                        "what": what if isinstance(what, str) else what(),
-                        "when": repr(self._clock()),
-                        "before": orjson.dumps(_summary(before)),
-                        "after": orjson.dumps(_summary(after)),
-                    },
-                    maxlen=EVENTS_MAX,
-                    approximate=True,
+                self._record(
+                    pipe, contract, who, what if isinstance(what, str) else what(), before, after
                 )
                 pipe.execute()
             except WatchError:
                 raise ConflictError(f"contract {contract!r} changed concurrently") from None
         return after
 
+    def delete(
+        self,
+        contract: str,
+        *,
+        who: str,
+        check: Callable[[ContractSnapshot], None] | None = None,
+        expected_generation: int | None = None,
+    ) -> ContractSnapshot:
+        """Remove the contract and its variants as one compare-and-set transaction and
+        return what was removed. `check` sees the stored snapshot first and raises to refuse.
+        The events stream stays, with a last event saying who deleted it: the audit log
+        outlives the contract."""
+        keys = (names.contract_key(contract), names.variants_key(contract))
+        with self._redis.pipeline() as pipe:
+            try:
+                pipe.watch(*keys)
+                before = _decode(
+                    pipe.get(names.contract_key(contract)),
+                    pipe.hgetall(names.variants_key(contract)),
+                )
+                if before is None:
+                    raise NotFoundError(f"contract {contract!r} not found")
+                _check_generation(contract, before.contract.generation, expected_generation)
+                if check is not None:
+                    check(before)
+                pipe.multi()
+                pipe.delete(*keys)
+                pipe.srem(names.CONTRACTS_INDEX, contract)
+                self._record(pipe, contract, who, f"deleted by {who}", before, None)
+                pipe.execute()
+            except WatchError:
+                raise ConflictError(f"contract {contract!r} changed concurrently") from None
+        return before
+
     def events(self, contract: str, count: int = 100) -> list[Event]:
         rows = self._redis.xrevrange(names.events_key(contract), count=count)
         return [_event(entry_id, fields) for entry_id, fields in reversed(rows)]  # type: ignore[arg-type]
+
+    def _record(
+        self,
+        pipe: Any,
+        contract: str,
+        who: str,
+        what: str,
+        before: ContractSnapshot | None,
+        after: ContractSnapshot | None,
+    ) -> None:
+        """Queue the event describing one transition, to commit with it."""
+        pipe.xadd(
+            names.events_key(contract),
+            {
+                "who": who,
+                "what": what,
+                "when": repr(self._clock()),
+                "before": orjson.dumps(_summary(before)),
+                "after": orjson.dumps(_summary(after)),
+            },
+            maxlen=EVENTS_MAX,
+            approximate=True,
+        )
 
     def _stamp(self, before: ContractSnapshot | None, after: ContractSnapshot) -> ContractSnapshot:
         """Bump the generation and times of every record the change touched."""
@@ -135,6 +179,14 @@ class Store:
         for version, variant in after.variants.items():
             if before is None or before.variants.get(version) != variant:
                 pipe.hset(names.variants_key(name), version, orjson.dumps(variant.to_dict()))
+
+
+def _check_generation(contract: str, current: int, expected: int | None) -> None:
+    if expected is not None and expected != current:
+        raise ConflictError(
+            f"expected_generation: contract {contract!r} is at generation {current}, "
+            f"not {expected}; read it again and retry"
+        )
 
 
 def _decode(raw_contract: Any, raw_variants: dict[Any, Any]) -> ContractSnapshot | None:

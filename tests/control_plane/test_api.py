@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 import yaml
 from redis import Redis
@@ -12,7 +15,11 @@ from rq import Queue
 from forestflow_control_plane import names
 from forestflow_control_plane.api import create_app
 from forestflow_control_plane.auth import load_tokens
+from forestflow_control_plane.platforms.local.platform import LocalPlatform
+from forestflow_control_plane.records import ContractSnapshot
+from forestflow_control_plane.rollouts import Rollouts
 from forestflow_control_plane.settings import Settings
+from forestflow_control_plane.store import Store
 from tests.support import REPO, free_port, serving
 
 ADMIN = "admin-token-0123456789"
@@ -117,6 +124,12 @@ def test_not_found_and_too_large(api: httpx.Client) -> None:
         ("GET", "/v1/contracts", READER, 200),
         ("POST", "/v1/deploy", None, 401),
         ("POST", "/v1/deploy", READER, 403),
+        ("GET", "/v1/contracts/examples/mlp/variants", None, 401),
+        ("GET", "/v1/contracts/examples/mlp/variants", READER, 404),
+        ("GET", "/v1/contracts/examples/mlp/variants/v1", READER, 404),
+        ("DELETE", "/v1/contracts/examples/mlp", None, 401),
+        ("DELETE", "/v1/contracts/examples/mlp", READER, 403),
+        ("DELETE", "/v1/contracts/examples/mlp/variants/v1", READER, 403),
         ("GET", "/healthz", None, 200),
     ],
 )
@@ -141,6 +154,8 @@ def test_malformed_path_parameters_are_422_naming_them(api: httpx.Client) -> Non
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "job_id"
     assert api.get("/v1/contracts/Bad_NS/x").json()["errors"][0]["field"] == "namespace"
+    bad = api.delete("/v1/contracts/a/b/variants/V_1", params={"expected_generation": -1})
+    assert [e["field"] for e in bad.json()["errors"]] == ["version", "expected_generation"]
 
 
 def test_rollout_actions(api: httpx.Client, api_url: str, model_yaml: dict[str, object]) -> None:
@@ -154,3 +169,197 @@ def test_rollout_actions(api: httpx.Client, api_url: str, model_yaml: dict[str, 
     assert denied.status_code == 403
     view = api.get("/v1/contracts/examples/mlp/rollout").json()
     assert view == {"contract": "examples/mlp", "traffic": {}, "rollout": None}
+
+
+CONTRACT = "/v1/contracts/examples/mlp"
+
+
+def with_version(spec: dict[str, Any], version: str, **phase_in: object) -> dict[str, Any]:
+    variant = {**spec["variant"], "version": version}
+    rollout = {"phase_in": {"policy": "immediate", **phase_in}}
+    return {**spec, "variant": variant, "rollout": rollout}
+
+
+def roll_out(redis: Redis, version: str) -> None:
+    """What the rollout job does, run here instead of in a worker."""
+    platform = LocalPlatform(redis, "runtime:test")
+    Rollouts(Store(redis), platform, lambda call: None).start("examples/mlp", version)
+
+
+def services(redis: Redis) -> list[str]:
+    return sorted(f.decode() for f in redis.hkeys(names.LOCAL_SERVICES))  # type: ignore[union-attr]
+
+
+def route_tags(redis: Redis) -> list[str]:
+    raw = redis.hget(names.LOCAL_ROUTES, "examples/mlp")
+    return [] if raw is None else [t["tag"] for t in orjson.loads(raw)["spec"]["traffic"]]  # type: ignore[arg-type]
+
+
+def test_variants_are_read_one_by_one_or_all(
+    api: httpx.Client, model_yaml: dict[str, Any]
+) -> None:
+    assert deploy(api, model_yaml).status_code == 202
+    assert deploy(api, with_version(model_yaml, "v2")).status_code == 202
+    listed = api.get(f"{CONTRACT}/variants").json()
+    assert listed["contract"] == "examples/mlp"
+    assert [v["version"] for v in listed["variants"]] == ["v1", "v2"]
+    assert listed["variants"] == api.get(CONTRACT).json()["variants"]
+    one = api.get(f"{CONTRACT}/variants/v2")
+    assert one.status_code == 200
+    assert one.json() == listed["variants"][1]
+    assert (one.json()["state"], one.json()["spec"]["device"]) == ("pending", "cpu")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "named"),
+    [
+        ("GET", f"{CONTRACT}/variants/v9", "variant examples/mlp@v9"),
+        ("DELETE", f"{CONTRACT}/variants/v9", "variant examples/mlp@v9"),
+        ("GET", "/v1/contracts/no/such/variants", "no/such"),
+        ("GET", "/v1/contracts/no/such/variants/v1", "no/such"),
+        ("DELETE", "/v1/contracts/no/such/variants/v1", "no/such"),
+        ("DELETE", "/v1/contracts/no/such", "no/such"),
+    ],
+)
+def test_not_found_names_what_is_missing(
+    api: httpx.Client, model_yaml: dict[str, Any], method: str, path: str, named: str
+) -> None:
+    assert deploy(api, model_yaml).status_code == 202
+    response = api.request(method, path)
+    assert response.status_code == 404
+    assert named in response.json()["detail"]
+
+
+def test_a_variant_is_deleted_only_once_it_serves_nothing(
+    api: httpx.Client, redis: Redis, model_yaml: dict[str, Any]
+) -> None:
+    assert deploy(api, model_yaml).status_code == 202
+    roll_out(redis, "v1")
+    canary = with_version(model_yaml, "v2", policy="canary", steps=[30, 100], hold_seconds=3600)
+    assert deploy(api, canary).status_code == 202
+    roll_out(redis, "v2")
+    for version, share in (("v2", 30), ("v1", 70)):
+        refused = api.delete(f"{CONTRACT}/variants/{version}")
+        assert refused.status_code == 409
+        assert refused.json()["detail"] == (
+            f"{version} serves {share} % of examples/mlp: roll it back or promote another "
+            "version first"
+        )
+    assert api.post(f"{CONTRACT}/rollout/promote").status_code == 200
+    assert services(redis) == ["examples/ff-mlp-v1", "examples/ff-mlp-v2"]  # v1 at 0 %
+    generation = api.get(CONTRACT).json()["generation"]
+    events = len(api.get(f"{CONTRACT}/events").json()["events"])
+
+    stale = api.delete(f"{CONTRACT}/variants/v1", params={"expected_generation": generation - 1})
+    assert stale.status_code == 409
+    assert "expected_generation" in stale.json()["detail"]
+    assert api.get(f"{CONTRACT}/variants/v1").json()["state"] == "serving"
+
+    deleted = api.delete(f"{CONTRACT}/variants/v1", params={"expected_generation": generation})
+    assert deleted.status_code == 200, deleted.text
+    assert (deleted.json()["state"], deleted.json()["reason"]) == ("expired", "deleted by admin")
+    assert api.get(f"{CONTRACT}/variants/v1").json() == deleted.json()
+    assert api.get(f"{CONTRACT}/traffic").json()["traffic"] == {"v2": 100}
+    log = api.get(f"{CONTRACT}/events").json()["events"]
+    assert len(log) == events + 1
+    assert (log[-1]["who"], log[-1]["what"]) == ("admin", "delete v1")
+    assert log[-1]["after"]["variants"]["v1"] == "expired"
+    assert services(redis) == ["examples/ff-mlp-v2"]
+    assert route_tags(redis) == ["v2"]
+
+    again = api.delete(f"{CONTRACT}/variants/v1")  # already expired: nothing to write
+    assert again.status_code == 200
+    assert again.json() == deleted.json()
+    assert len(api.get(f"{CONTRACT}/events").json()["events"]) == events + 1
+
+
+def running(candidate: str, previous: dict[str, int], traffic: dict[str, int]) -> Any:
+    def change(before: ContractSnapshot | None) -> ContractSnapshot:
+        assert before is not None
+        progress = {
+            "candidate": candidate, "previous": previous, "step": 0, "started_at": 1.0,
+            "step_started_at": 1.0, "status": "running", "reason": "",
+        }
+        rollout = {"candidate": candidate, "progress": progress, "token": 1, "next_at": 2.0}
+        return replace(before, contract=replace(before.contract, traffic=traffic, rollout=rollout))
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("name", "candidate", "previous", "traffic", "delete", "why"),
+    [
+        ("candidate before its first step", "v2", {"v1": 100}, {"v1": 100, "v2": 0}, "v2",
+         "v2 is being rolled out on examples/mlp (running): roll it back or abort it first"),
+        ("what a rollback restores", "v2", {"v1": 100}, {"v1": 0, "v2": 100}, "v1",
+         "v1 is what the running rollout of v2 on examples/mlp would roll back to: "
+         "promote v2 or let its rollout finish first"),
+    ],
+)
+def test_a_variant_a_running_rollout_needs_is_not_deleted(
+    api: httpx.Client,
+    redis: Redis,
+    model_yaml: dict[str, Any],
+    name: str,
+    candidate: str,
+    previous: dict[str, int],
+    traffic: dict[str, int],
+    delete: str,
+    why: str,
+) -> None:
+    assert deploy(api, model_yaml).status_code == 202
+    assert deploy(api, with_version(model_yaml, "v2")).status_code == 202
+    Store(redis).update(
+        "examples/mlp", running(candidate, previous, traffic), who="t", what="set up"
+    )
+    refused = api.delete(f"{CONTRACT}/variants/{delete}")
+    assert refused.status_code == 409, name
+    assert refused.json()["detail"] == why
+    assert api.get(f"{CONTRACT}/variants/{delete}").json()["state"] == "pending"
+
+
+def test_a_contract_with_traffic_is_deleted_only_by_force(
+    api: httpx.Client, redis: Redis, model_yaml: dict[str, Any]
+) -> None:
+    assert deploy(api, model_yaml).status_code == 202
+    roll_out(redis, "v1")
+    assert services(redis) == ["examples/ff-mlp-v1"]
+    refused = api.delete(CONTRACT)
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == (
+        "examples/mlp still serves traffic (v1 100 %): roll its versions back first, "
+        "or delete with force=true"
+    )
+    assert api.get(CONTRACT).status_code == 200
+    generation = api.get(CONTRACT).json()["generation"]
+    stale = api.delete(CONTRACT, params={"force": True, "expected_generation": generation + 1})
+    assert stale.status_code == 409
+    assert api.get(CONTRACT).status_code == 200
+
+    deleted = api.delete(CONTRACT, params={"force": True, "expected_generation": generation})
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["name"] == "examples/mlp"
+    assert [v["version"] for v in deleted.json()["variants"]] == ["v1"]
+    for path in (CONTRACT, f"{CONTRACT}/variants", f"{CONTRACT}/variants/v1"):
+        assert api.get(path).status_code == 404, path
+    assert api.get("/v1/contracts").json() == {"contracts": []}
+    assert services(redis) == []
+    assert route_tags(redis) == []
+    log = api.get(f"{CONTRACT}/events").json()["events"]  # the audit log outlives it
+    assert (log[0]["what"], log[-1]["who"], log[-1]["what"]) == (
+        "deploy v1", "admin", "deleted by admin"
+    )
+    assert api.delete(CONTRACT).status_code == 404
+
+
+def test_a_contract_without_traffic_is_deleted_and_can_come_back(
+    api: httpx.Client, redis: Redis, model_yaml: dict[str, Any]
+) -> None:
+    assert deploy(api, model_yaml).status_code == 202
+    assert api.delete(CONTRACT).status_code == 200
+    assert api.get(CONTRACT).status_code == 404
+    assert redis.keys("ff:variants:*") == []
+    again = deploy(api, model_yaml)
+    assert again.status_code == 202
+    assert again.json()["generation"] == 1
+    assert [v["state"] for v in api.get(f"{CONTRACT}/variants").json()["variants"]] == ["pending"]

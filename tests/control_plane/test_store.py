@@ -124,3 +124,104 @@ def test_events_record_who_what_before_after(redis: Redis) -> None:
 def test_unknown_contract(redis: Redis) -> None:
     with pytest.raises(NotFoundError):
         Store(redis).get("no/such")
+
+
+def test_delete_removes_the_contract_and_keeps_its_audit_log(redis: Redis) -> None:
+    store = Store(redis, clock=lambda: 7.0)
+    register(store, model_file("v1"), who="alice")
+    register(store, model_file("v2"), who="alice")
+    before = store.get("examples/mlp")
+    assert store.delete("examples/mlp", who="bob") == before
+    with pytest.raises(NotFoundError):
+        store.get("examples/mlp")
+    assert store.contracts() == []
+    assert redis.keys("ff:contract:*") == redis.keys("ff:variants:*") == []
+    *_, last = store.events("examples/mlp")
+    assert (last.who, last.what, last.when) == ("bob", "deleted by bob", 7.0)
+    assert last.before == {"traffic": {}, "variants": {"v1": "pending", "v2": "pending"}}
+    assert last.after == {}
+    with pytest.raises(NotFoundError, match="examples/mlp"):
+        store.delete("examples/mlp", who="bob")
+    assert len(store.events("examples/mlp")) == 3
+
+
+def test_delete_refused_by_its_check_or_a_stale_generation_changes_nothing(redis: Redis) -> None:
+    store = Store(redis)
+    register(store, model_file("v1"), who="alice")
+    before = store.get("examples/mlp")
+
+    def refuse(snapshot: ContractSnapshot) -> None:
+        raise ConflictError(f"{snapshot.contract.name} is busy")
+
+    with pytest.raises(ConflictError, match="busy"):
+        store.delete("examples/mlp", who="bob", check=refuse)
+    with pytest.raises(ConflictError, match="generation 1, not 2"):
+        store.delete("examples/mlp", who="bob", expected_generation=2)
+    assert store.get("examples/mlp") == before
+    assert store.contracts() == ["examples/mlp"]
+    assert len(store.events("examples/mlp")) == 1
+    store.delete("examples/mlp", who="bob", expected_generation=1)
+    assert store.contracts() == []
+
+
+def test_a_write_between_read_and_delete_is_a_conflict_then_a_retry_wins(
+    redis_url: str, redis: Redis
+) -> None:
+    store = Store(redis)
+    register(store, model_file("v1"), who="alice")
+    other = Store(Redis.from_url(redis_url))
+
+    def meanwhile(snapshot: ContractSnapshot) -> None:
+        """Another writer commits after the delete has read and before it commits."""
+        variant = replace(snapshot.variants["v1"], reason="touched")
+        other.update("examples/mlp", lambda b: snapshot.with_variant(variant), who="c", what="w")
+
+    with pytest.raises(ConflictError, match="concurrently"):
+        store.delete("examples/mlp", who="bob", check=meanwhile)
+    assert store.get("examples/mlp").variants["v1"].reason == "touched"  # the writer's change
+    assert store.events("examples/mlp")[-1].what == "w"
+    deleted = store.delete("examples/mlp", who="bob")  # the retry reads afresh
+    assert deleted.variants["v1"].reason == "touched"
+    assert store.contracts() == []
+
+
+def test_of_a_concurrent_delete_and_update_one_wins(redis_url: str, redis: Redis) -> None:
+    store = Store(redis)
+    register(store, model_file("v1"), who="alice")
+    inside = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def deleter() -> None:
+        def check(snapshot: ContractSnapshot) -> None:
+            inside.wait(timeout=5)  # both have read the same generation
+
+        try:
+            Store(Redis.from_url(redis_url)).delete("examples/mlp", who="d", check=check)
+            outcomes["delete"] = "won"
+        except ConflictError:
+            outcomes["delete"] = "conflict"
+
+    def updater() -> None:
+        def change(before: ContractSnapshot | None) -> ContractSnapshot:
+            assert before is not None
+            inside.wait(timeout=5)  # both have read the same generation
+            return before.with_variant(replace(before.variants["v1"], reason="u"))
+
+        try:
+            Store(Redis.from_url(redis_url)).update("examples/mlp", change, who="u", what="w")
+            outcomes["update"] = "won"
+        except ConflictError:
+            outcomes["update"] = "conflict"
+
+    threads = [threading.Thread(target=deleter), threading.Thread(target=updater)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes.values()) == ["conflict", "won"]
+    if outcomes["delete"] == "won":
+        assert store.contracts() == []
+        assert store.events("examples/mlp")[-1].what == "deleted by d"
+    else:
+        assert store.get("examples/mlp").variants["v1"].reason == "u"
+        assert store.events("examples/mlp")[-1].what == "w"
