@@ -119,6 +119,7 @@ def load_config(env: Mapping[str, str]) -> RuntimeConfig:
             sample_rate=payload_rate,
             redis_url=env.get("FF_REDIS_URL") or None,
             stream=env.get("FF_PAYLOAD_STREAM", "forestflow:payloads"),
+            max_stream_len=_integer(env, "FF_PAYLOAD_MAX_LENGTH", 10000, minimum=1),
         ),
     )
 

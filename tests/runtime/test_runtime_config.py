@@ -34,8 +34,10 @@ def test_everything_set() -> None:
             "FF_OUTPUTS": '[{"name": "y", "datatype": "INT64", "shape": [-1]}]',
             "FF_CONTRACT": "fraud/scoring",
             "FF_VARIANT": "v3",
+            "FF_PAYLOAD_MAX_LENGTH": "500",
         }
     )
+    assert config.payloads.max_stream_len == 500
     assert config.source.model_class == "nets:Net" and config.source.device == "cuda:1"
     assert config.inputs == (TensorSpec("x", "FP16", (-1, 3, 8)),)
     assert config.outputs == (TensorSpec("y", "INT64", (-1,)),)
@@ -62,6 +64,7 @@ BAD = [
     ("outputs", {**BASE, "FF_OUTPUTS": '{"name": "y"}'}, "FF_OUTPUTS"),
     ("sample rate", {**BASE, "FF_PAYLOAD_SAMPLE_RATE": "2"}, "FF_PAYLOAD_SAMPLE_RATE"),
     ("redis", {**BASE, "FF_PAYLOAD_SAMPLE_RATE": "0.5"}, "FF_REDIS_URL"),
+    ("stream cap", {**BASE, "FF_PAYLOAD_MAX_LENGTH": "0"}, "FF_PAYLOAD_MAX_LENGTH"),
 ]  # fmt: skip
 
 
