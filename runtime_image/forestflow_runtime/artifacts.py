@@ -1,10 +1,19 @@
-"""Model artifact URIs (local path, file://, http(s)://) resolved to a local file to load."""
+"""Model artifact URIs resolved to a local file to load.
+
+Local paths and file:// are read in place. http(s):// is downloaded with httpx; every other
+scheme (s3://, gs://, or any fsspec protocol) goes through fsspec, the `remote` extra, whose
+backends (s3fs, gcsfs) read credentials their own usual way. Downloads land in a temp dir that
+is removed once loading is done. A URI may name a file, or a directory (a prefix on object
+stores) holding exactly one file with the format's suffix; one file is fetched, so formats that
+need files beside them (ONNX external data) must be local.
+"""
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from urllib.parse import unquote, urlparse
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import ParseResult, unquote, urlparse
 
 import httpx
 
@@ -19,23 +28,30 @@ SUFFIXES: dict[ModelFormat, tuple[str, ...]] = {
     ModelFormat.SKLEARN: (".joblib", ".pkl", ".pickle"),
 }
 _DOWNLOAD_TIMEOUT_S = 300.0
+_REMOTE_EXTRA = "install forestflow[remote]"
 
 
 @contextmanager
 def fetched(uri: str, model_format: ModelFormat) -> Iterator[Path]:
     """Yield a local file for uri; downloads live in a temp dir removed once loading is done."""
     parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
-        with tempfile.TemporaryDirectory(prefix="ff-model-") as workdir:
-            yield _download(uri, Path(workdir) / (Path(parsed.path).name or "model"))
+    local = _local_path(uri, parsed)
+    if local is not None:
+        yield _pick_file(local, model_format)
         return
+    with tempfile.TemporaryDirectory(prefix="ff-model-") as workdir:
+        if parsed.scheme in ("http", "https"):
+            yield _download(uri, Path(workdir) / (Path(parsed.path).name or "model"))
+        else:
+            yield _download_fsspec(uri, parsed.scheme, model_format, Path(workdir))
+
+
+def _local_path(uri: str, parsed: ParseResult) -> Path | None:
     if parsed.scheme == "file":
-        path = Path(unquote(parsed.path))
-    elif parsed.scheme == "" or len(parsed.scheme) == 1:  # a bare path, or a Windows drive
-        path = Path(uri)
-    else:
-        raise ModelLoadError(f"unsupported URI scheme {parsed.scheme!r} in {uri!r}")
-    yield _pick_file(path, model_format)
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or len(parsed.scheme) == 1:  # a bare path, or a Windows drive
+        return Path(uri)
+    return None
 
 
 def _download(uri: str, target: Path) -> Path:
@@ -52,17 +68,52 @@ def _download(uri: str, target: Path) -> Path:
     return target
 
 
+def _download_fsspec(uri: str, scheme: str, model_format: ModelFormat, workdir: Path) -> Path:
+    fs, remote = _filesystem(uri, scheme)
+    try:
+        if fs.isdir(remote):
+            files = (e["name"] for e in fs.ls(remote, detail=True) if e["type"] == "file")
+            remote = _choose(files, model_format, uri)
+        target = workdir / PurePosixPath(remote).name
+        fs.get_file(remote, str(target))
+    except FileNotFoundError:
+        raise ModelLoadError(f"model artifact {uri!r} does not exist") from None
+    except OSError as exc:
+        raise ModelLoadError(f"download of {uri} failed: {exc}") from exc
+    return target
+
+
+def _filesystem(uri: str, scheme: str) -> tuple[Any, str]:
+    """fsspec is optional, and so is each protocol's backend; both say what to install."""
+    try:
+        import fsspec  # the `remote` extra, imported only for a URI that needs it
+    except ImportError:
+        raise ModelLoadError(f"{scheme}:// artifacts need fsspec: {_REMOTE_EXTRA}") from None
+    try:
+        fs, remote = fsspec.core.url_to_fs(uri)
+    except ImportError as exc:  # the protocol's backend, e.g. s3fs or gcsfs
+        raise ModelLoadError(f"{scheme}:// artifacts: {exc} ({_REMOTE_EXTRA})") from None
+    except ValueError:  # fsspec knows no such protocol
+        raise ModelLoadError(f"unsupported URI scheme {scheme!r} in {uri!r}") from None
+    return fs, remote
+
+
 def _pick_file(path: Path, model_format: ModelFormat) -> Path:
-    """A directory is accepted when it holds exactly one file with the format's suffix."""
     if path.is_file():
         return path
     if not path.exists():
         raise ModelLoadError(f"model artifact {str(path)!r} does not exist")
+    return Path(_choose((str(p) for p in path.iterdir() if p.is_file()), model_format, str(path)))
+
+
+def _choose(files: Iterable[str], model_format: ModelFormat, where: str) -> str:
+    """A directory is accepted when it holds exactly one file with the format's suffix."""
+    names = list(files)
     suffixes = SUFFIXES[model_format]
     for suffix in suffixes:
-        matches = sorted(p for p in path.iterdir() if p.suffix == suffix and p.is_file())
+        matches = sorted(name for name in names if Path(name).suffix == suffix)
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise ModelLoadError(f"{path} holds several {suffix} files; name one in the URI")
-    raise ModelLoadError(f"{path} holds no {'/'.join(suffixes)} file for format {model_format}")
+            raise ModelLoadError(f"{where} holds several {suffix} files; name one in the URI")
+    raise ModelLoadError(f"{where} holds no {'/'.join(suffixes)} file for format {model_format}")

@@ -106,22 +106,33 @@ def _import_class(source: ModelSource) -> Any:
         raise ModelLoadError(f"cannot import model class {source.model_class!r}: {exc}") from exc
 
 
-def _optional(module: str, purpose: str) -> Any:
+def _optional(module: str, purpose: str, extra: str) -> Any:
     """Optional frameworks are imported only when a model of theirs is loaded."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ModelLoadError(f"{purpose} needs the {module!r} package, not installed") from None
+        problem = f"{purpose} needs the {module!r} package, not installed"
+        raise ModelLoadError(f"{problem}: install forestflow[{extra}]") from None
 
 
 def _load_onnx(source: ModelSource, path: Path) -> Predictor:
-    ort = _optional("onnxruntime", "an onnx model")
-    providers = ["CPUExecutionProvider"]
+    """On cuda:N, the CUDA provider on GPU N, with the CPU one for nodes it lacks.
+
+    A CPU-only onnxruntime would quietly run a cuda variant on the CPU; that is refused.
+    """
+    ort = _optional("onnxruntime", "an onnx model", "onnx")
+    providers: list[Any] = ["CPUExecutionProvider"]
     if source.device.startswith("cuda"):
-        providers.insert(0, "CUDAExecutionProvider")
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ModelLoadError(
+                f"device {source.device}: this onnxruntime has no CUDA provider; "
+                "install onnxruntime-gpu"
+            )
+        gpu = int(source.device.partition(":")[2] or 0)
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": gpu}))
     return OnnxPredictor(ort.InferenceSession(str(path), providers=providers))
 
 
 def _load_sklearn(path: Path) -> Predictor:
-    joblib = _optional("joblib", "a sklearn model")
+    joblib = _optional("joblib", "a sklearn model", "sklearn")
     return SklearnPredictor(joblib.load(path))
