@@ -1,4 +1,9 @@
-"""`python -m forestflow_runtime`: configuration from FF_* variables, then serve."""
+"""`python -m forestflow_runtime`: configuration from FF_* variables, then serve.
+
+OpenMP reads OMP_WAIT_POLICY once, when torch loads it, so the default is set here, before the
+import: idle OpenMP threads then sleep instead of spinning for milliseconds after every
+parallel region, and the event loop, which shares the cores with them, keeps its CPU.
+"""
 
 import logging
 import os
@@ -18,6 +23,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"forestflow_runtime: configuration error: {exc}", file=sys.stderr)
         return 2
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # Imported only now: torch takes a second or two, and a bad variable should fail at once.
     from forestflow_runtime.server import serve
 

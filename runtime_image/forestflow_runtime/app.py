@@ -14,6 +14,7 @@ import orjson
 
 from forestflow_runtime.config import RuntimeConfig
 from forestflow_runtime.dataplane import DataPlane
+from forestflow_runtime.disconnect import DisconnectWatch
 from forestflow_runtime.errors import (
     DeadlineExceeded,
     InvalidRequest,
@@ -31,7 +32,7 @@ from forestflow_runtime.protocols.plain import PlainEndpoints
 from forestflow_runtime.protocols.v1 import V1Endpoints
 from forestflow_runtime.protocols.v2 import V2Endpoints
 from forestflow_runtime.routing import MethodNotAllowed, Route, Router, route
-from forestflow_runtime.types import Message, Receive, Scope, Send
+from forestflow_runtime.types import Receive, Scope, Send
 
 log = logging.getLogger("forestflow_runtime")
 
@@ -120,27 +121,16 @@ class RuntimeApp:
         """
         task = asyncio.current_task()
         assert task is not None
-        state = {"active": True, "gone": False}
-
-        def on_message(watcher: "asyncio.Task[Message]") -> None:
-            if not state["active"] or watcher.cancelled() or watcher.exception() is not None:
-                return
-            if watcher.result().get("type") == "http.disconnect":
-                state["gone"] = True
-                task.cancel()
-
-        watcher = asyncio.ensure_future(receive())
-        watcher.add_done_callback(on_message)
+        watch = DisconnectWatch(task, receive)
         try:
             return await self._handle(matched, request)
         except asyncio.CancelledError:
-            if not state["gone"]:
+            if not watch.gone:
                 raise
             task.uncancel()
             return None
         finally:
-            state["active"] = False
-            watcher.cancel()
+            watch.close()
 
     async def _metrics(self, request: Request) -> Response:
         return Response(200, self.metrics.render(), CONTENT_TYPE.encode())

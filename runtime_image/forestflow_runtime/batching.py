@@ -2,12 +2,12 @@
 
 A request joins a queue; the batching task takes the oldest live request and every queued one
 with the same per-instance shapes, up to max_batch_size rows. A lone request on an idle model
-is dispatched at once. The window (measured from the oldest request's arrival, so it shrinks
-as that request waits) is spent gathering only when the previous batch held several requests,
-i.e. when there is evidence of concurrency, and it ends early once the batch is as large as
-the previous one: under steady load of C clients, a batch goes as soon as the C are in.
-Inference runs on one worker thread; outputs are split back by row counts after a size check
-that fails the whole batch rather than guess.
+is dispatched at once. The window (measured from the later of the oldest request's arrival and
+the end of the previous batch: see _gather) is spent gathering only when the previous batch
+held several requests, i.e. when there is evidence of concurrency, and it ends early once the
+batch is as large as the previous one: under steady load of C clients, a batch goes as soon as
+the C are in. Inference runs on one worker thread; outputs are split back by row counts after a
+size check that fails the whole batch rather than guess.
 """
 
 import asyncio
@@ -44,7 +44,14 @@ class Pending:
 
 def shape_key(inputs: Sequence[np.ndarray]) -> ShapeKey:
     """Requests are batched together only when every input's per-instance shape agrees."""
+    if len(inputs) == 1:  # the common case, without a generator
+        return (inputs[0].shape[1:],)
     return tuple(a.shape[1:] for a in inputs)
+
+
+def _wake(waiter: "asyncio.Future[None]") -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _expire(future: "asyncio.Future[list[np.ndarray]]") -> None:
@@ -55,13 +62,18 @@ def _expire(future: "asyncio.Future[list[np.ndarray]]") -> None:
 class Batcher:
     """Owns the queue, the batching task and the model's worker thread."""
 
-    def __init__(self, config: BatchingConfig, observer: BatchObserver) -> None:
+    def __init__(
+        self,
+        config: BatchingConfig,
+        observer: BatchObserver,
+        thread_init: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         self.observer = observer
         self.model: Model | None = None
         self._queue: collections.deque[Pending] = collections.deque()
-        self._wakeup = asyncio.Event()
-        self._worker = ModelWorker()
+        self._wakeup: asyncio.Future[None] | None = None  # the batching task's, while it sleeps
+        self._worker = ModelWorker(initializer=thread_init)
         self._task: asyncio.Task[None] | None = None
         self._last_batch_requests = 0
         self._last_batch_rows = 0
@@ -97,7 +109,8 @@ class Batcher:
         future: asyncio.Future[list[np.ndarray]] = loop.create_future()
         rows = inputs[0].shape[0]
         self._queue.append(Pending(inputs, rows, shape_key(inputs), future, loop.time()))
-        self._wakeup.set()
+        if self._wakeup is not None:
+            _wake(self._wakeup)
         timer = loop.call_later(timeout_s, _expire, future)
         try:
             return await future
@@ -107,12 +120,23 @@ class Batcher:
     async def _run(self) -> None:
         while True:
             if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                await self._sleep(None)
                 continue
             batch = await self._gather()
             if batch:
                 await self._dispatch(batch)
+
+    async def _sleep(self, deadline: float | None) -> None:
+        """Until infer() queues a request, or the loop clock reaches deadline (if any)."""
+        loop = asyncio.get_running_loop()
+        self._wakeup = waiter = loop.create_future()
+        timer = None if deadline is None else loop.call_at(deadline, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            self._wakeup = None
+            if timer is not None:
+                timer.cancel()
 
     async def _gather(self) -> list[Pending]:
         first = self._pop_live()
@@ -123,17 +147,17 @@ class Batcher:
         loop = asyncio.get_running_loop()
         if len(batch) == 1 and not self._busy(loop.time()):
             return batch
-        deadline = first.enqueued_at + self.config.window_ms / 1000.0
+        # The window counts from the oldest arrival, and also from the end of the previous
+        # batch: requests that queued behind a running batch have waited already, but the
+        # clients that batch answered come back moments later. Waiting for them keeps batches
+        # full instead of letting C clients split into two half-size cohorts that take turns
+        # on the model, and the batch then goes when the event loop has parsed them, so the
+        # model thread gets the GIL at once instead of queueing for it behind the loop.
+        window_s = self.config.window_ms / 1000.0
+        deadline = max(first.enqueued_at, self._last_batch_end) + window_s
         target = min(self.config.max_batch_size, max(self._last_batch_rows, 2))
-        while rows < target:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                break
+        while rows < target and loop.time() < deadline:
+            await self._sleep(deadline)
             rows = self._take_matching(batch, rows)
         return batch
 

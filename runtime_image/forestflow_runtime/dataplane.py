@@ -7,6 +7,7 @@ old one, then flips the batcher's model reference; batches already running keep 
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from forestflow_runtime.errors import (
     ModelNotFound,
     QueueFull,
 )
-from forestflow_runtime.loading import load_and_warm
+from forestflow_runtime.loading import configure_threads, load_and_warm
 from forestflow_runtime.metrics import RuntimeMetrics
 from forestflow_runtime.payloads import PayloadSink
 
@@ -54,7 +55,9 @@ class DataPlane:
         self.ready = False
         self.input_index = {spec.name: i for i, spec in enumerate(config.inputs)}
         self.default_timeout_s = config.batching.request_timeout_ms / 1000.0
-        self.batcher = Batcher(config.batching, metrics)
+        self.batcher = Batcher(
+            config.batching, metrics, functools.partial(configure_threads, config.cpu_threads)
+        )
         self.inflight = 0
         self.payloads = (
             PayloadSink(config.payloads, config.contract, config.variant, metrics)

@@ -1,18 +1,69 @@
 """Prometheus metrics of one runtime, in its own registry so servers in one process never mix.
 
 Every series carries model, contract and variant; label children are bound once and cached so
-the hot path does a dict lookup and an observe, nothing more.
+the hot path does a dict lookup and an observe, nothing more. The one metric observed on every
+request, the latency histogram, is plain counters read at scrape time (RequestLatency).
 """
 
-from collections.abc import Callable
+import itertools
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _BASE = ("model", "contract", "variant")
+_LATENCY = "forestflow_request_duration_seconds"
+_LATENCY_HELP = "Inference request latency as seen by the server"
+
+
+class _Series:
+    __slots__ = ("counts", "created", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(_LATENCY_BUCKETS) + 1)  # per bucket, the last one is +Inf
+        self.total = 0.0
+        self.created = time.time()
+
+
+class RequestLatency:
+    """The request latency histogram, exposed exactly as a prometheus_client Histogram would
+    be (buckets, count, sum, created), without its two locks and Python bucket walk per
+    observation: it is observed and collected only on the event loop's thread."""
+
+    def __init__(self, base: tuple[str, str, str]) -> None:
+        self._base = base
+        self._series: dict[tuple[str, int], _Series] = {}
+        self._bounds = [float(b) for b in _LATENCY_BUCKETS]
+        self._les = [floatToGoString(b) for b in self._bounds] + ["+Inf"]
+
+    def observe(self, protocol: str, code: int, seconds: float) -> None:
+        series = self._series.get((protocol, code))
+        if series is None:
+            series = self._series[(protocol, code)] = _Series()
+        series.counts[bisect_left(self._bounds, seconds)] += 1
+        series.total += seconds
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(_LATENCY, _LATENCY_HELP, labels=(*_BASE, "protocol", "code"))
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        names = (*_BASE, "protocol", "code")
+        family = HistogramMetricFamily(_LATENCY, _LATENCY_HELP, labels=names)
+        for (protocol, code), series in self._series.items():
+            values = (*self._base, protocol, str(code))
+            cumulative = itertools.accumulate(series.counts)
+            family.add_metric(values, list(zip(self._les, cumulative, strict=True)), series.total)
+            family.add_sample(
+                f"{_LATENCY}_created", dict(zip(names, values, strict=True)), series.created
+            )
+        yield family
 
 
 class RuntimeMetrics:
@@ -20,14 +71,8 @@ class RuntimeMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._base = (model, contract, variant)
         r = self.registry
-        self._latency = Histogram(
-            "forestflow_request_duration_seconds",
-            "Inference request latency as seen by the server",
-            (*_BASE, "protocol", "code"),
-            registry=r,
-            buckets=_LATENCY_BUCKETS,
-        )
-        self._latency_children: dict[tuple[str, int], Histogram] = {}
+        self._latency = RequestLatency(self._base)
+        r.register(self._latency)
         self._queue = Gauge(
             "forestflow_queue_depth", "Requests waiting for a batch", _BASE, registry=r
         ).labels(*self._base)
@@ -87,11 +132,7 @@ class RuntimeMetrics:
         ).labels(*self._base)
 
     def request(self, protocol: str, code: int, seconds: float) -> None:
-        child = self._latency_children.get((protocol, code))
-        if child is None:
-            child = self._latency.labels(*self._base, protocol, str(code))
-            self._latency_children[(protocol, code)] = child
-        child.observe(seconds)
+        self._latency.observe(protocol, code, seconds)
 
     def watch_load(self, queue_depth: Callable[[], int], inflight: Callable[[], int]) -> None:
         """Both gauges are read at scrape time, so the hot path never touches them."""

@@ -29,12 +29,28 @@ def route(method: str, path: str, handler: Handler, protocol: str = "") -> Route
     return Route(method, re.compile(f"^{regex}$"), handler, protocol)
 
 
+_CACHE_SIZE = 256
+
+
 class Router:
+    """Matches cost a few regex scans; the inference path asks for the same few paths over and
+    over, so successful matches are remembered (up to _CACHE_SIZE of them, then no more)."""
+
     def __init__(self, routes: list[Route]) -> None:
         self.routes = routes
+        self._found: dict[tuple[str, str], tuple[Route, dict[str, str]]] = {}
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         """The first route whose path matches; None if no path does. A wrong method is a 405."""
+        found = self._found.get((method, path))
+        if found is not None:
+            return found[0], dict(found[1])
+        found = self._scan(method, path)
+        if found is not None and len(self._found) < _CACHE_SIZE:
+            self._found[(method, path)] = found[0], dict(found[1])
+        return found
+
+    def _scan(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         path_matched = False
         for candidate in self.routes:
             found = candidate.pattern.match(path)

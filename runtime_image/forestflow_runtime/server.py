@@ -23,6 +23,9 @@ def build_server(config: RuntimeConfig, app: RuntimeApp) -> uvicorn.Server:
             access_log=False,
             log_config=None,
             timeout_keep_alive=30,
+            # Nothing here reads X-Forwarded-*; the middleware would cost every request a layer.
+            proxy_headers=False,
+            server_header=False,
         )
     )
 

@@ -26,12 +26,14 @@ def check_shape(field: str, spec: TensorSpec, shape: object) -> tuple[int, ...]:
         and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise InvalidRequest(f"{field}.shape: expected a non-empty list of sizes, got {shape!r}")
-    want = spec.shape
-    if want is not None and (
-        len(want) != len(shape) or any(w not in (-1, d) for w, d in zip(want, shape, strict=True))
-    ):
-        raise InvalidRequest(f"{field}.shape: expected {list(want)}, got {shape}")
+    if spec.shape is not None and not _fits(spec.shape, shape):
+        raise InvalidRequest(f"{field}.shape: expected {list(spec.shape)}, got {shape}")
     return tuple(shape)
+
+
+def _fits(want: Sequence[int], shape: Sequence[int]) -> bool:
+    """Same rank, and every declared size is -1 (any) or equal."""
+    return len(want) == len(shape) and all(w in (-1, d) for w, d in zip(want, shape, strict=True))
 
 
 def array_from_json(
@@ -81,7 +83,8 @@ def instances_array(field: str, spec: TensorSpec, instances: object) -> tuple[np
     single = spec.shape is not None and array.ndim == len(spec.shape) - 1
     if single:
         array = array[np.newaxis]
-    check_shape(field, spec, list(array.shape))
+    if spec.shape is not None and not _fits(spec.shape, array.shape):
+        raise InvalidRequest(f"{field}.shape: expected {list(spec.shape)}, got {list(array.shape)}")
     return array, single
 
 

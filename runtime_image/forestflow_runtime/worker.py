@@ -5,12 +5,14 @@ run_in_executor (no concurrent.futures.Future to chain), which matters for lone 
 """
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -33,9 +35,15 @@ def _resolve(future: "asyncio.Future[Any]", result: Any, error: BaseException | 
 
 
 class ModelWorker:
-    def __init__(self, name: str = "ff-model") -> None:
+    """initializer runs first on the thread: per-thread settings such as torch's (OpenMP's)
+    intra-op thread count, which a setting made on the main thread does not reach."""
+
+    def __init__(
+        self, name: str = "ff-model", initializer: Callable[[], None] | None = None
+    ) -> None:
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._initializer = initializer
 
     def start(self) -> None:
         self._thread.start()
@@ -54,6 +62,11 @@ class ModelWorker:
             self._thread.join()
 
     def _run(self) -> None:
+        if self._initializer is not None:
+            try:
+                self._initializer()
+            except Exception:  # a thread setting is not worth a server that never answers
+                log.exception("model thread initializer failed; serving with defaults")
         while (call := self._calls.get()) is not None:
             try:
                 result, error = call.fn(call.argument), None

@@ -47,6 +47,13 @@ class Affine(torch.nn.Module):
         return self.linear(x)
 
 
+class Threads(Affine):
+    """Affine whose outputs all read torch.get_num_threads() on the thread that runs it."""
+
+    def forward(self, x):
+        return self.linear(x) * 0 + torch.get_num_threads()
+
+
 class Slow(Affine):
     """Affine that sleeps `delay` seconds per call (a buffer, so weights decide it)."""
 

@@ -177,3 +177,51 @@ async def test_under_load_the_window_gathers_and_ends_once_the_batch_is_full() -
     assert recorder.batches == [1, 3, 3]
     assert time.perf_counter() - began < 0.25, "the window should end once 3 rows are in"
     await batcher.close()
+
+
+class SleepyModel:
+    """Doubles its input after sleeping `seconds`: a model with a known batch time."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        time.sleep(self.seconds)
+        return [inputs[0] * 2]
+
+
+async def test_after_a_shared_batch_the_next_waits_for_the_clients_it_answered() -> None:
+    batcher, recorder = await started(BatchingConfig(window_ms=100), SleepyModel(0.2))
+    lone = asyncio.create_task(batcher.infer(rows(0.0), 5))
+    await asyncio.sleep(0.01)
+    cohort = [asyncio.create_task(batcher.infer(rows(1.0), 5)) for _ in range(3)]
+    await lone
+    await asyncio.sleep(0.05)  # the cohort's batch is running; one more client queues
+    early = asyncio.create_task(batcher.infer(rows(2.0), 5))
+    await asyncio.gather(*cohort)
+    # Two of the cohort's clients come straight back: the queued request, though it has waited
+    # longer than a window already, waits for them rather than going alone.
+    again = [asyncio.create_task(batcher.infer(rows(3.0), 5)) for _ in range(2)]
+    await asyncio.gather(early, *again)
+    assert recorder.batches == [1, 3, 3]
+    await batcher.close()
+
+
+async def test_thread_init_runs_on_the_model_thread_before_any_call() -> None:
+    names: list[str] = []
+    batcher = Batcher(
+        BatchingConfig(),
+        Recorder(),
+        thread_init=lambda: names.append(f"init:{threading.current_thread().name}"),
+    )
+
+    def model(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        names.append(f"call:{threading.current_thread().name}")
+        return [inputs[0]]
+
+    batcher.model = model
+    batcher.start()
+    await batcher.infer(rows(1.0), 5)
+    await batcher.infer(rows(2.0), 5)
+    assert names == ["init:ff-model", "call:ff-model", "call:ff-model"]
+    await batcher.close()

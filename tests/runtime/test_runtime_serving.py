@@ -4,6 +4,7 @@ The model is a state dict (safetensors) + a Python class imported via the code p
 """
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
@@ -145,3 +146,23 @@ async def test_disconnected_client_is_dropped_before_the_model(
             assert (await client.post("/v1/affine/predict", json={"input": ROW})).status_code == 200
             text = (await client.get("/metrics")).text
     assert metric(text, "forestflow_batch_size_count") == 2, "the abandoned request ran"
+
+
+def test_cpu_threads_apply_on_the_model_thread(code_dir: Path, tmp_path: Path) -> None:
+    """torch's (OpenMP's) thread count is per thread: set on the main thread only, the model's
+    worker thread would not see it."""
+    weights = save_affine(tmp_path / "w.safetensors", seed=1)
+    config = state_dict_config(code_dir, weights)
+    config = dataclasses.replace(
+        config,
+        cpu_threads=1,
+        source=dataclasses.replace(config.source, model_class="ffnets:Threads"),
+    )
+    before = torch.get_num_threads()
+    try:
+        with running_server(config) as server:
+            reply = httpx.post(f"{server.url}/v1/affine/predict", json={"input": ROW})
+    finally:
+        torch.set_num_threads(before)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["output"] == [[1.0, 1.0, 1.0]]

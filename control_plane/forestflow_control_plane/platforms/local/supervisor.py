@@ -91,6 +91,9 @@ class Supervisor:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "forestflow_control_plane.platforms.local.zygote",
                 str(self._zygote_socket),
+                # The zygote imports torch for its children: idle OpenMP threads must not spin
+                # and starve a runtime's event loop (forestflow_runtime's own default).
+                env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ},
                 stdout=log_file, stderr=log_file, stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
             )
