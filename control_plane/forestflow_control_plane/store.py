@@ -64,14 +64,9 @@ class Store:
     ) -> ContractSnapshot:
         """Apply `change` to the stored snapshot as one compare-and-set transaction.
         `what` may be a callable, read after `change` ran, to describe what it did."""
-        keys = (names.contract_key(contract), names.variants_key(contract))
         with self._redis.pipeline() as pipe:
             try:
-                pipe.watch(*keys)
-                before = _decode(
-                    pipe.get(names.contract_key(contract)),
-                    pipe.hgetall(names.variants_key(contract)),
-                )
+                before = _watch(pipe, contract)
                 current = before.contract.generation if before else 0
                 _check_generation(contract, current, expected_generation)
                 after = self._stamp(before, change(before))
@@ -100,11 +95,7 @@ class Store:
         keys = (names.contract_key(contract), names.variants_key(contract))
         with self._redis.pipeline() as pipe:
             try:
-                pipe.watch(*keys)
-                before = _decode(
-                    pipe.get(names.contract_key(contract)),
-                    pipe.hgetall(names.variants_key(contract)),
-                )
+                before = _watch(pipe, contract)
                 if before is None:
                     raise NotFoundError(f"contract {contract!r} not found")
                 _check_generation(contract, before.contract.generation, expected_generation)
@@ -187,6 +178,14 @@ def _check_generation(contract: str, current: int, expected: int | None) -> None
             f"expected_generation: contract {contract!r} is at generation {current}, "
             f"not {expected}; read it again and retry"
         )
+
+
+def _watch(pipe: Any, contract: str) -> ContractSnapshot | None:
+    """WATCH the contract's keys and read it: the start of every compare-and-set."""
+    pipe.watch(names.contract_key(contract), names.variants_key(contract))
+    return _decode(
+        pipe.get(names.contract_key(contract)), pipe.hgetall(names.variants_key(contract))
+    )
 
 
 def _decode(raw_contract: Any, raw_variants: dict[Any, Any]) -> ContractSnapshot | None:
