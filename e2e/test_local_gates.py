@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from .conftest import LocalPlatform
-from .test_local_in_place import load_loop
+from .load import Tally, load, until_answered
 
 SLOW_MODEL = '''
 import time
@@ -42,13 +42,12 @@ def gated_slow_version(model_yaml: Path) -> Path:
     return target
 
 
-async def deploy_under_load(platform: LocalPlatform, model_yaml: Path) -> tuple[int, str, list]:
-    stop = asyncio.Event()
-    loop = asyncio.create_task(load_loop(platform, stop))
-    deployed = await asyncio.to_thread(platform.ffctl, "deploy", str(model_yaml), "--wait")
-    await asyncio.sleep(0.5)  # clients go on after the rollback
-    stop.set()
-    return deployed.returncode, deployed.stdout + deployed.stderr, await loop
+async def deploy_under_load(platform: LocalPlatform, model_yaml: Path) -> tuple[int, str, Tally]:
+    async with load(platform) as tally:
+        await until_answered(tally, 10)
+        deployed = await asyncio.to_thread(platform.ffctl, "deploy", str(model_yaml), "--wait")
+        await until_answered(tally, 10)  # clients go on after the rollback
+    return deployed.returncode, deployed.stdout + deployed.stderr, tally
 
 
 def test_a_slow_canary_fails_its_gate_and_rolls_back_without_a_failed_request(
@@ -57,14 +56,15 @@ def test_a_slow_canary_fails_its_gate_and_rolls_back_without_a_failed_request(
     local_platform.up()
     assert local_platform.ffctl("deploy", str(example), "--wait").returncode == 0
 
-    code, printed, answers = asyncio.run(
+    code, printed, tally = asyncio.run(
         deploy_under_load(local_platform, gated_slow_version(example))
     )
     assert code == 1, printed
     assert "traffic: v1 50%, v2 50%" in printed or "traffic: v2 50%, v1 50%" in printed
     assert "rollout rolled_back" in printed and "over SLO 50 ms" in printed
-    failed = [(r.status_code, r.text) for r in answers if r.status_code != 200]
-    assert failed == [] and len(answers) > 20
+    print(tally.summary("(b) slow canary rolled back"))
+    assert tally.failures == [] and tally.total > 20
+    answers = tally.answers
     served = {r.headers["x-forestflow-variant"] for r in answers}
     assert served == {"v1", "v2"}  # the canary did take traffic before the gate failed
     assert answers[-1].headers["x-forestflow-variant"] == "v1"

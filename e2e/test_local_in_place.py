@@ -9,13 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import yaml
 
 from tests.support import eventually
 
 from .conftest import LocalPlatform
-from .test_local_slice import INPUT, outputs, predict
+from .load import Tally, load, until_answered
+from .test_local_slice import outputs, predict
 
 
 def with_weights(model_yaml: Path, seed: int) -> Path:
@@ -37,30 +37,14 @@ def with_weights(model_yaml: Path, seed: int) -> Path:
     return target
 
 
-async def load_loop(platform: LocalPlatform, stop: asyncio.Event) -> list[httpx.Response]:
-    """Four clients calling the contract back to back until `stop`."""
-    url = f"{platform.gateway}/contracts/examples/mlp/v1/mlp/predict"
-    answers: list[httpx.Response] = []
-
-    async def client_loop(client: httpx.AsyncClient) -> None:
-        while not stop.is_set():
-            answers.append(await client.post(url, json={"input": INPUT}))
-
-    async with httpx.AsyncClient(timeout=60) as client:
-        await asyncio.gather(*(client_loop(client) for _ in range(4)))
-    return answers
-
-
 async def deploy_under_load(
     platform: LocalPlatform, model_yaml: Path
-) -> tuple[subprocess.CompletedProcess[str], list[httpx.Response]]:
-    stop = asyncio.Event()
-    loop = asyncio.create_task(load_loop(platform, stop))
-    await asyncio.sleep(0.2)  # clients are calling before the deploy starts
-    deployed = await asyncio.to_thread(platform.ffctl, "deploy", str(model_yaml), "--wait")
-    await asyncio.sleep(0.2)  # and go on after it
-    stop.set()
-    return deployed, await loop
+) -> tuple[subprocess.CompletedProcess[str], Tally]:
+    async with load(platform) as tally:
+        await until_answered(tally, 10)  # clients are calling before the deploy starts
+        deployed = await asyncio.to_thread(platform.ffctl, "deploy", str(model_yaml), "--wait")
+        await until_answered(tally, 10)  # and go on after it
+    return deployed, tally
 
 
 def test_in_place_swap_under_load_loses_nothing(
@@ -69,14 +53,16 @@ def test_in_place_swap_under_load_loses_nothing(
     local_platform.up()
     first = local_platform.ffctl("deploy", str(example), "--wait")
     assert first.returncode == 0, first.stdout + first.stderr
+    new_weights = with_weights(example, 7)  # built before the clients start: it takes seconds
     before = predict(local_platform)
     assert before.status_code == 200
     (runtime,) = local_platform.runtime_pids()
 
-    deployed, answers = asyncio.run(deploy_under_load(local_platform, with_weights(example, 7)))
+    deployed, tally = asyncio.run(deploy_under_load(local_platform, new_weights))
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    failed = [(r.status_code, r.text) for r in answers if r.status_code != 200]
-    assert answers and failed == []
+    print(tally.summary("(e) hot swap of weights under load"))
+    assert tally.failures == []
+    answers = tally.answers
     seen = {tuple(outputs(r)) for r in answers}
     after = predict(local_platform)
     assert outputs(after) != outputs(before)

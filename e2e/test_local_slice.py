@@ -20,8 +20,7 @@ from safetensors.torch import load_file
 from tests.support import eventually
 
 from .conftest import LocalPlatform, running
-
-INPUT = [[0.5, -1.0, 2.0, 0.25], [1.0, 1.0, 1.0, 1.0]]
+from .load import INPUT
 
 
 def expected(model_yaml: Path) -> list[float]:
@@ -90,7 +89,7 @@ def test_deploy_serve_dehydrate_rehydrate_and_down(
     assert again.status_code == 200
     assert outputs(again) == pytest.approx(expected(example), abs=1e-6)
     assert len(runtimes) == 1 and runtimes[0] != first
-    assert len(pids) == 6  # redis, api, worker, gateway, zygote, one runtime
+    assert len(pids) == 7  # redis, api, worker, gateway, mirror, zygote, one runtime
     down = local_platform.ffctl("down")
     assert down.returncode == 0, down.stderr
     assert [pid for pid in pids if running(pid)] == []

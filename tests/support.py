@@ -4,7 +4,10 @@ on a condition that an event elsewhere makes true."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,3 +51,19 @@ def eventually(check: Callable[[], bool], timeout: float = 30.0, what: str = "")
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def example_mlp(target: Path, **seeds: int) -> Path:
+    """The example MLP's code in `target`, with one weights file per name, built from its
+    seed (`mlp=0, new=1` writes mlp.safetensors and new.safetensors)."""
+    for name in ("model.py", "build.py"):
+        shutil.copy(REPO / "examples" / "mlp" / name, target)
+    builds = "; ".join(
+        f"build(Path(sys.argv[1]) / '{name}.safetensors', {seed})" for name, seed in seeds.items()
+    )
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+        f"from build import build; {builds}"
+    )
+    subprocess.run([sys.executable, "-c", script, str(target)], check=True)
+    return target

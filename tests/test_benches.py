@@ -18,7 +18,13 @@ def run(*args: str) -> str:
 
 def test_cold_start_bench() -> None:
     out = run("bench/cold_start.py", "--runs", "1")
-    assert "dehydrated -> next prediction" in out
+    rows = {line.split("│")[1].strip() for line in out.splitlines() if line.count("│") == 5}
+    assert rows == {
+        "dehydrated -> next prediction",
+        "plain python -m forestflow_runtime -> first prediction",
+        "ffctl deploy -> first prediction",
+    }
+    assert "the < 0.5 s target" in out
 
 
 def test_runtime_bench() -> None:
@@ -32,7 +38,12 @@ def test_runtime_bench() -> None:
 
 
 def test_gateway_bench() -> None:
-    out = run("bench/gateway_bench.py", "--duration", "0.3", "--concurrency", "1")
-    assert "of direct RPS" in out
-    rows = [line.split() for line in out.splitlines() if line.split()[1:2] == ["direct"]]
-    assert rows and all(row[-1] == "0" for row in rows)
+    out = run("bench/gateway_bench.py", "--duration", "0.3", "--concurrency", "1,2")
+    sides = (["direct"], ["gateway"])
+    rows = [row for row in map(str.split, out.splitlines()) if row[1:2] in sides]
+    assert sorted((row[0], row[1]) for row in rows) == [
+        ("1", "direct"), ("1", "gateway"), ("2", "direct"), ("2", "gateway")
+    ]
+    assert all(row[5] == "0" for row in rows)  # no errors on either side
+    summary = out.split("gateway cost, medians of 1 interleaved round(s)")[1].splitlines()[2:]
+    assert [line.split()[0] for line in summary if line.strip()] == ["1", "2"]

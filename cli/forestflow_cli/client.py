@@ -60,6 +60,33 @@ class Client:
     def events(self, contract: str) -> list[dict[str, Any]]:
         return list(self._call("GET", f"/v1/contracts/{contract}/events")["events"])
 
+    def variants(self, contract: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/contracts/{contract}/variants")
+
+    def variant(self, contract: str, version: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/contracts/{contract}/variants/{version}")
+
+    def delete_contract(self, contract: str, force: bool = False) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/contracts/{contract}", params={"force": force})
+
+    def delete_variant(self, contract: str, version: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/contracts/{contract}/variants/{version}")
+
+    def payloads(
+        self, contract: str, count: int, variant: str | None = None, after: str | None = None
+    ) -> dict[str, Any]:
+        """A page of sampled request/response events; its `cursor` is the next `after`."""
+        params: dict[str, Any] = {"count": count}
+        if variant is not None:
+            params["variant"] = variant
+        if after is not None:
+            params["after"] = after
+        return self._call("GET", f"/v1/contracts/{contract}/payloads", params=params)
+
+    def shadows(self, contract: str) -> dict[str, Any]:
+        """How each shadow's answers compare with the primaries' (the shadow report)."""
+        return self._call("GET", f"/v1/contracts/{contract}/shadows")
+
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = self._http.request(method, path, **kwargs)
         if response.status_code >= 400:

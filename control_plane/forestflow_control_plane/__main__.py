@@ -1,5 +1,5 @@
 """Process entry points of the control plane and the local platform:
-`python -m forestflow_control_plane api|worker|gateway`, configured by the environment."""
+`python -m forestflow_control_plane api|worker|gateway|mirror`, configured by the environment."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import uvicorn
 
 from forestflow_control_plane.api import create_app
 from forestflow_control_plane.auth import load_tokens
+from forestflow_control_plane.mirror import run_mirror
 from forestflow_control_plane.platforms.local.gateway import Gateway
 from forestflow_control_plane.settings import Settings
 from forestflow_control_plane.workers import run_worker
@@ -18,7 +19,7 @@ from forestflow_control_plane.workers import run_worker
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m forestflow_control_plane")
-    parser.add_argument("process", choices=["api", "worker", "gateway"])
+    parser.add_argument("process", choices=["api", "worker", "gateway", "mirror"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings.from_env()
@@ -30,6 +31,8 @@ def main() -> None:
             Gateway(settings), host=settings.gateway_host, port=settings.gateway_port,
             log_level="warning", lifespan="on", timeout_graceful_shutdown=30,
         )
+    elif args.process == "mirror":
+        run_mirror(settings)
     else:
         run_worker(settings)
 

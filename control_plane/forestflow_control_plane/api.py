@@ -12,16 +12,21 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
 from redis import Redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from forestflow_control_plane import names
+from forestflow_control_plane import api_errors, names
+from forestflow_control_plane.api_errors import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    ForbiddenError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    errors_of,
+)
 from forestflow_control_plane.auth import Principal, Role, Tokens
 from forestflow_control_plane.deployments import (
     refuse_while_serving,
@@ -38,6 +43,7 @@ from forestflow_control_plane.model_file import (
     check_local_artifacts,
     parse_model_file,
 )
+from forestflow_control_plane.payload_log import Payloads, read_payloads
 from forestflow_control_plane.records import ContractSnapshot, VariantRecord, VariantState
 from forestflow_control_plane.rollouts import (
     Action,
@@ -47,54 +53,15 @@ from forestflow_control_plane.rollouts import (
     start_rollout,
 )
 from forestflow_control_plane.settings import Settings
-from forestflow_control_plane.store import ConflictError, NotFoundError, Store
+from forestflow_control_plane.shadow_report import ShadowReport, report
+from forestflow_control_plane.store import NotFoundError, Store
 from forestflow_control_plane.swaps import swap_in_place
 
 MAX_MODEL_FILE_BYTES = 1 << 20
 JOB_TIMEOUT_S = 3600
 
 
-class FieldMessage(BaseModel):
-    field: str
-    message: str
-
-
-class ErrorBody(BaseModel):
-    """Every error answer: `detail` says what is wrong and what to do; `errors` names fields."""
-
-    detail: str
-    errors: list[FieldMessage]
-
-
-ERRORS = {
-    401: "no bearer token, or an unknown one",
-    403: "the token's role may not make this call",
-    404: "no such contract, variant or job",
-    409: "the call conflicts with what is stored; the message says what to do",
-    413: "the body is too large",
-    422: "invalid input; the message names the field",
-}
-
-
-def _errors_of(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorBody, "description": ERRORS[code]} for code in codes}
-
-
 CONTRACT_PATH = "/v1/contracts/{namespace}/{name}"
-READ_ERRORS = _errors_of(401, 404, 422)
-WRITE_ERRORS = _errors_of(401, 403, 404, 409, 422)
-
-
-class PayloadTooLargeError(ValueError):
-    """The request body exceeds what the endpoint accepts."""
-
-
-class UnauthorizedError(PermissionError):
-    """No bearer token, or one that is not known."""
-
-
-class ForbiddenError(PermissionError):
-    """A known token whose role may not make this call."""
 
 
 BEARER = HTTPBearer(auto_error=False, description="read or admin token")
@@ -151,7 +118,7 @@ def create_app(settings: Settings, tokens: Tokens) -> FastAPI:
 
     app = FastAPI(title="ForestFlow control plane", version="0.1.0", lifespan=lifespan)
     app.state.tokens = tokens
-    _errors(app)
+    api_errors.install(app)
 
     @app.get("/healthz", tags=["health"])
     def healthz(request: Request) -> dict[str, str]:
@@ -162,7 +129,7 @@ def create_app(settings: Settings, tokens: Tokens) -> FastAPI:
         "/v1/deploy",
         status_code=202,
         tags=["deploy"],
-        responses=_errors_of(401, 403, 409, 413, 422),
+        responses=errors_of(401, 403, 409, 413, 422),
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -204,7 +171,7 @@ def create_app(settings: Settings, tokens: Tokens) -> FastAPI:
             "url": f"{settings.gateway_url}/contracts/{model.contract.name}",
         }
 
-    @app.get("/v1/contracts", tags=["contracts"], responses=_errors_of(401))
+    @app.get("/v1/contracts", tags=["contracts"], responses=errors_of(401))
     def list_contracts(request: Request, _: Reader) -> dict[str, list[str]]:
         return {"contracts": request.app.state.store.contracts()}
 
@@ -300,6 +267,34 @@ def create_app(settings: Settings, tokens: Tokens) -> FastAPI:
             request.app.state.store.get(contract)  # 404 unless it exists
         return {"events": [vars(e) for e in events]}
 
+    @app.get(CONTRACT_PATH + "/payloads", tags=["contracts"], responses=READ_ERRORS)
+    def get_payloads(
+        namespace: Namespace,
+        name: Name,
+        request: Request,
+        _: Reader,
+        count: Annotated[int, Query(ge=1, le=1000, description="events at most")] = 20,
+        variant: Annotated[str | None, Query(pattern=DNS_LABEL, description="one version")] = None,
+        after: Annotated[
+            str | None,
+            Query(pattern=r"^[0-9]{1,19}-[0-9]{1,19}$", description="a previous answer's cursor"),
+        ] = None,
+    ) -> Payloads:
+        """Sampled request/response events (`payload_logging`), oldest first: the last
+        `count`, or with `after` the next `count` newer than that cursor."""
+        contract = f"{namespace}/{name}"
+        request.app.state.store.get(contract)  # 404 unless it exists
+        return read_payloads(request.app.state.redis, contract, count, variant, after)
+
+    @app.get(CONTRACT_PATH + "/shadows", tags=["contracts"], responses=READ_ERRORS)
+    def get_shadows(
+        namespace: Namespace, name: Name, request: Request, _: Reader
+    ) -> ShadowReport:
+        """How each shadow's answers compare with the primaries' on mirrored requests:
+        current shadows and former ones with results, oldest first."""
+        snapshot = request.app.state.store.get(f"{namespace}/{name}")
+        return ShadowReport(snapshot.contract.name, report(request.app.state.redis, snapshot))
+
     @app.get(CONTRACT_PATH + "/rollout", tags=["rollouts"], responses=READ_ERRORS)
     def get_rollout(
         namespace: Namespace, name: Name, request: Request, _: Reader
@@ -338,41 +333,6 @@ def create_app(settings: Settings, tokens: Tokens) -> FastAPI:
         }
 
     return app
-
-
-def _errors(app: FastAPI) -> None:
-    def handler(status: int) -> Any:
-        async def respond(request: Request, exc: Exception) -> JSONResponse:
-            errors = [vars(e) for e in getattr(exc, "errors", [])]
-            return JSONResponse({"detail": str(exc), "errors": errors}, status_code=status)
-
-        return respond
-
-    app.add_exception_handler(ModelFileError, handler(422))
-    app.add_exception_handler(NotFoundError, handler(404))
-    app.add_exception_handler(ConflictError, handler(409))
-    app.add_exception_handler(PayloadTooLargeError, handler(413))
-    app.add_exception_handler(ForbiddenError, handler(403))
-
-    async def unauthorized(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc), "errors": []},
-            status_code=401,
-            headers={"www-authenticate": "Bearer"},
-        )
-
-    app.add_exception_handler(UnauthorizedError, unauthorized)
-
-    async def invalid(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"][1:]), "message": e["msg"]}
-            for e in exc.errors()
-        ]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
-
-    app.add_exception_handler(RequestValidationError, invalid)
 
 
 def _variant(snapshot: ContractSnapshot, version: str) -> VariantRecord:

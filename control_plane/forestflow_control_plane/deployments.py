@@ -7,6 +7,7 @@ import contextlib
 from dataclasses import replace
 from typing import Any
 
+from forestflow_control_plane.desired import DesiredState, DesiredVariant
 from forestflow_control_plane.model_file import ModelFile
 from forestflow_control_plane.policies.phase_in import FINISHED
 from forestflow_control_plane.records import (
@@ -25,11 +26,7 @@ def register(store: Store, model: ModelFile, who: str) -> ContractSnapshot:
     or a contract schema that differs from the stored one, is a conflict."""
     contract = model.contract.name
     version = model.variant.version
-    contract_spec = model.contract.model_dump(mode="json", exclude={"name"})
-    variant_spec = {
-        **model.variant.model_dump(mode="json", by_alias=True, exclude={"version"}),
-        **model.model_dump(mode="json", include={"rollout", "slo", "expiry", "shadow", "routing"}),
-    }
+    contract_spec, variant_spec = specs_of(model)
 
     def change(before: ContractSnapshot | None) -> ContractSnapshot:
         if before is None:
@@ -60,6 +57,26 @@ def register(store: Store, model: ModelFile, who: str) -> ContractSnapshot:
             check_in_place(existing.spec, variant_spec)
             return current  # the swap job changes the variant, once its replicas serve it
     return store.update(contract, change, who=who, what=f"deploy {version}")
+
+
+def specs_of(model: ModelFile) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The contract's and the variant's specs as the store keeps them."""
+    contract_spec = model.contract.model_dump(mode="json", exclude={"name"})
+    variant_spec = {
+        **model.variant.model_dump(mode="json", by_alias=True, exclude={"version"}),
+        **model.model_dump(mode="json", include={"rollout", "slo", "expiry", "shadow", "routing"}),
+    }
+    return contract_spec, variant_spec
+
+
+def first_state(model: ModelFile) -> DesiredState:
+    """The desired state a first deploy of `model` ends in: the variant alone, with all the
+    traffic (none for a shadow). What `ffctl deploy --dry-run` prints."""
+    contract_spec, variant_spec = specs_of(model)
+    variant = DesiredVariant(model.variant.version, variant_spec)
+    traffic = {} if variant.shadow else {variant.version: 100}
+    sticky = None if variant.shadow else model.routing.sticky_header
+    return DesiredState(model.contract.name, contract_spec, traffic, (variant,), sticky)
 
 
 def swap_of(snapshot: ContractSnapshot, model: ModelFile) -> dict[str, Any] | None:

@@ -3,9 +3,10 @@ store snapshot alone. It is the only input of a platform."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from forestflow_control_plane.policies.shadow import shadows
 from forestflow_control_plane.records import ContractSnapshot, VariantState
 
 LIVE_STATES = frozenset(
@@ -17,11 +18,20 @@ LIVE_STATES = frozenset(
 class DesiredVariant:
     version: str
     spec: dict[str, Any]
+    mirror_rate: float = 0.0
 
     @property
     def shadow(self) -> bool:
         """A shadow runs but no Route targets it: it only sees mirrored requests."""
         return self.spec.get("shadow") is not None
+
+    @property
+    def payload_rate(self) -> float:
+        """The fraction of requests the runtime samples onto the payload stream: its own
+        `payload_logging.sample_rate`, raised to `mirror_rate` so the shadow mirror has
+        every request its shadows want."""
+        own = (self.spec.get("payload_logging") or {}).get("sample_rate", 0.0)
+        return float(max(own, self.mirror_rate))
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,11 @@ def desired_state(snapshot: ContractSnapshot) -> DesiredState:
         (v for v in snapshot.variants.values() if v.state in LIVE_STATES),
         key=lambda v: (v.created_at, v.version),
     )
-    variants = tuple(DesiredVariant(v.version, v.spec) for v in live)
+    mirror_rate = max((s.sample_rate for s in shadows(live)), default=0.0)
+    variants = tuple(
+        v if v.shadow else replace(v, mirror_rate=mirror_rate)
+        for v in (DesiredVariant(r.version, r.spec) for r in live)
+    )
     routable = [v for v in variants if not v.shadow]
     traffic = {v.version: snapshot.contract.traffic.get(v.version, 0) for v in routable}
     routing = (routable[-1].spec.get("routing") or {}) if routable else {}

@@ -41,9 +41,11 @@ class _Strict(BaseModel):
 
 
 class TensorSpec(_Strict):
-    name: str = Field(min_length=1, max_length=64)
-    datatype: Datatype
-    shape: list[Dim] = Field(min_length=1, max_length=8)
+    name: str = Field(min_length=1, max_length=64, description="the tensor's name in requests")
+    datatype: Datatype = Field(description="Open Inference Protocol datatype")
+    shape: list[Dim] = Field(
+        min_length=1, max_length=8, description="-1: any size; the first dimension is the batch"
+    )
 
     @model_validator(mode="after")
     def _no_zero_dims(self) -> TensorSpec:
@@ -53,14 +55,21 @@ class TensorSpec(_Strict):
 
 
 class ContractSpec(_Strict):
+    """The use case clients call: its name and the tensors it takes and gives."""
+
     name: str = Field(pattern=CONTRACT_NAME, description="namespace/name, e.g. fraud/scoring")
-    inputs: list[TensorSpec] = Field(min_length=1)
-    outputs: list[TensorSpec] = Field(min_length=1)
+    inputs: list[TensorSpec] = Field(min_length=1, description="what every request carries")
+    outputs: list[TensorSpec] = Field(min_length=1, description="what every answer carries")
 
 
 class ModelArtifact(_Strict):
-    uri: str = Field(min_length=1, description="local path, file://, http(s)://")
-    format: ModelFormat
+    """Where the weights are and how to load them."""
+
+    uri: str = Field(
+        min_length=1,
+        description="local path (relative to model.yaml), file://, http(s)://, s3://, gs://",
+    )
+    format: ModelFormat = Field(description="how the artifact is loaded")
     model_class: str | None = Field(
         default=None, alias="class", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
         description="module:Class whose instance loads a state dict (format state_dict)",
@@ -82,49 +91,130 @@ class ModelArtifact(_Strict):
 
 
 class Batching(_Strict):
-    max_batch_size: int = Field(default=32, ge=1, le=4096)
-    window_ms: float = Field(default=2.0, ge=0, le=1000)
-    max_queue: int = Field(default=256, ge=1, le=100_000)
-    timeout_ms: int = Field(default=30_000, ge=1, le=3_600_000)
+    """Dynamic batching and backpressure in the runtime."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=4096, description="rows per model call")
+    window_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="how long a batch may wait to fill (model busy)"
+    )
+    max_queue: int = Field(
+        default=256, ge=1, le=100_000, description="requests waiting; beyond, 503 + Retry-After"
+    )
+    timeout_ms: int = Field(
+        default=30_000, ge=1, le=3_600_000, description="per-request deadline; beyond, 504"
+    )
 
 
 class Scaling(_Strict):
-    min_replicas: int = Field(default=0, ge=0, le=100)
-    max_replicas: int = Field(default=1, ge=1, le=100)
-    target_concurrency: int = Field(default=8, ge=1, le=10_000)
+    """The Knative autoscaler's settings for the variant's revision; the bounds are the ones
+    Knative's webhook and ForestFlow's cluster config (knative/config-*.yaml) accept."""
+
+    min_replicas: int = Field(default=0, ge=0, le=100, description="0: scale to zero when idle")
+    max_replicas: int = Field(default=1, ge=1, le=100, description="the autoscaler's ceiling")
+    metric: Literal["concurrency", "rps"] = Field(
+        default="concurrency", description="what the autoscaler scales on"
+    )
+    target_concurrency: int = Field(
+        default=8, ge=1, le=10_000,
+        description="per replica: requests in flight (metric concurrency) or per second (rps)",
+    )
+    initial_replicas: int | None = Field(
+        default=None, ge=0, le=100, description="replicas a new revision starts with"
+    )
+    window_seconds: int | None = Field(
+        default=None, ge=6, le=3600, description="the autoscaler's stable window"
+    )
+    container_concurrency: int = Field(
+        default=0, ge=0, le=1000, description="hard limit of requests per replica; 0: none"
+    )
     retention_seconds: float = Field(
-        default=60.0, ge=0, le=86_400, description="idle time before scaling to zero"
+        default=60.0, ge=0, le=3600, description="idle time before scaling to zero"
+    )
+    progress_deadline_seconds: int = Field(
+        default=600, ge=1, le=86_400,
+        description="how long a new revision may take to become ready (model load included)",
     )
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Scaling:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError("min_replicas: must not exceed max_replicas")
+        for field in ("min_replicas", "initial_replicas"):
+            value = getattr(self, field)
+            if value is not None and value > self.max_replicas:
+                raise ValueError(
+                    f"{field}: {value} must not exceed max_replicas ({self.max_replicas})"
+                )
         return self
 
 
 class Resources(_Strict):
-    cpu: str | None = Field(default=None, pattern=QUANTITY)
-    memory: str | None = Field(default=None, pattern=QUANTITY)
-    gpu: int = Field(default=0, ge=0, le=16)
+    """Requests and limits of each replica (Knative)."""
+
+    cpu: str | None = Field(default=None, pattern=QUANTITY, description="e.g. \"2\" or 500m")
+    memory: str | None = Field(default=None, pattern=QUANTITY, description="e.g. 2Gi")
+    gpu: int = Field(default=0, ge=0, le=16, description="nvidia.com/gpu on Knative")
 
 
 class PayloadLogging(_Strict):
     """Sampled request/response events on a capped Redis Stream, for audits and replays."""
 
-    sample_rate: float = Field(default=0.0, ge=0, le=1)
+    sample_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of requests logged to forestflow:payloads"
+    )
     max_length: int = Field(default=100_000, ge=1, le=100_000_000, description="stream cap")
 
 
+STREAM_KEY = r"^[!-~]{1,256}$"  # a Redis key that travels in an env variable: no spaces
+
+
+class Streaming(_Strict):
+    """Requests also taken from a Redis Stream (consumer group, at-least-once) through the
+    same batcher as HTTP; results go to output_stream, messages failing max_failures
+    deliveries to dead_letter_stream. Unset streams derive from the contract:
+    ff:stream:<namespace>/<name>:out and ff:stream:<namespace>/<name>:dead."""
+
+    input_stream: str = Field(pattern=STREAM_KEY, description="Redis Stream of requests")
+    output_stream: str | None = Field(
+        default=None, pattern=STREAM_KEY, description="default ff:stream:<contract>:out"
+    )
+    dead_letter_stream: str | None = Field(
+        default=None, pattern=STREAM_KEY, description="default ff:stream:<contract>:dead"
+    )
+    group: str = Field(default="forestflow", pattern=STREAM_KEY, description="consumer group")
+    max_failures: int = Field(
+        default=3, ge=1, le=1000, description="deliveries before a message is dead-lettered"
+    )
+
+    @model_validator(mode="after")
+    def _not_the_input(self) -> Streaming:
+        for field in ("output_stream", "dead_letter_stream"):
+            if getattr(self, field) == self.input_stream:
+                raise ValueError(f"{field}: must differ from input_stream")
+        return self
+
+
 class VariantSpec(_Strict):
+    """This model version: artifact, device, batching, scaling."""
+
     version: str = Field(pattern=DNS_LABEL, description="e.g. v3; also the version's route tag")
     model: ModelArtifact
-    device: str = Field(default="cpu", pattern=DEVICE)
-    cpu_threads: int | None = Field(default=None, ge=1, le=256)
+    device: str = Field(default="cpu", pattern=DEVICE, description="cpu, cuda, cuda:N or mps")
+    cpu_threads: int | None = Field(
+        default=None, ge=1, le=256, description="torch intra-op threads"
+    )
     resources: Resources = Resources()
     batching: Batching = Batching()
     scaling: Scaling = Scaling()
     payload_logging: PayloadLogging = PayloadLogging()
+    streaming: Streaming | None = Field(default=None, description="requests from a Redis Stream")
+
+    @model_validator(mode="after")
+    def _streaming_stays_up(self) -> VariantSpec:
+        if self.streaming is not None and self.scaling.min_replicas < 1:
+            raise ValueError(
+                "scaling.min_replicas: a streaming variant needs at least 1 replica: stream "
+                "messages do not wake a variant at zero"
+            )
+        return self
 
 
 class PhaseIn(_Strict):
@@ -132,13 +222,22 @@ class PhaseIn(_Strict):
     each held `hold_seconds`; or `linear`, an even ramp over `duration_seconds` moving
     every `interval_seconds`."""
 
-    policy: Literal["immediate", "canary", "linear"] = "immediate"
-    steps: list[Annotated[int, Field(ge=1, le=100)]] | None = Field(
-        default=None, min_length=1, max_length=100
+    policy: Literal["immediate", "canary", "linear"] = Field(
+        default="immediate", description="how the new variant takes traffic"
     )
-    hold_seconds: float = Field(default=60.0, ge=0, le=7 * 86_400)
-    duration_seconds: float | None = Field(default=None, gt=0, le=30 * 86_400)
-    interval_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    steps: list[Annotated[int, Field(ge=1, le=100)]] | None = Field(
+        default=None, min_length=1, max_length=100,
+        description="canary: rising percents ending at 100, e.g. [5, 25, 100]",
+    )
+    hold_seconds: float = Field(
+        default=60.0, ge=0, le=7 * 86_400, description="canary: time at each step"
+    )
+    duration_seconds: float | None = Field(
+        default=None, gt=0, le=30 * 86_400, description="linear: time from 0 to 100 %"
+    )
+    interval_seconds: float = Field(
+        default=30.0, gt=0, le=86_400, description="linear: time between moves"
+    )
 
     @model_validator(mode="after")
     def _policy_needs(self) -> PhaseIn:
@@ -163,11 +262,17 @@ class Gate(_Strict):
     incumbent; fail and roll back otherwise. Undecided below `min_requests`."""
 
     margin: float = Field(default=0.2, ge=0, le=100, description="0.2: up to 20 % worse")
-    min_requests: int = Field(default=100, ge=1, le=10_000_000)
-    recheck_seconds: float = Field(default=10.0, gt=0, le=3600)
+    min_requests: int = Field(
+        default=100, ge=1, le=10_000_000, description="fewer in a step: undecided, the step holds"
+    )
+    recheck_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="how often a step's gate is judged"
+    )
 
 
 class Rollout(_Strict):
+    """How this variant replaces the serving ones."""
+
     strategy: Literal["revision", "in_place"] = Field(
         default="revision",
         description="revision: a new variant phases in; in_place: new weights swapped into "
@@ -180,17 +285,25 @@ class Rollout(_Strict):
 class SLO(_Strict):
     """Absolute limits a gated rollout holds the candidate to."""
 
-    p95_latency_ms: float | None = Field(default=None, gt=0, le=3_600_000)
-    error_rate: float | None = Field(default=None, ge=0, le=1)
+    p95_latency_ms: float | None = Field(
+        default=None, gt=0, le=3_600_000, description="a gate fails a candidate above it"
+    )
+    error_rate: float | None = Field(
+        default=None, ge=0, le=1, description="share of 5xx a gate allows"
+    )
 
 
 class Shadow(_Strict):
     """A shadow serves no client: it gets a mirrored copy of the contract's traffic."""
 
-    sample_rate: float = Field(default=1.0, ge=0, le=1)
+    sample_rate: float = Field(
+        default=1.0, ge=0, le=1, description="share of production requests mirrored"
+    )
 
 
 class Routing(_Strict):
+    """How the gateway picks a version for each request."""
+
     sticky_header: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9-]{1,64}$",
         description="requests with the same value of this header reach the same version",
@@ -200,7 +313,9 @@ class Routing(_Strict):
 class Expiry(_Strict):
     """Retire old variants once a rollout succeeds; a variant with traffic never expires."""
 
-    keep_latest: int | None = Field(default=None, ge=1, le=1000)
+    keep_latest: int | None = Field(
+        default=None, ge=1, le=1000, description="expire all but the newest N"
+    )
     ttl_seconds: float | None = Field(
         default=None, gt=0, le=10 * 365 * 86_400, description="expire variants this old"
     )

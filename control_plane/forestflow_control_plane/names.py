@@ -42,8 +42,9 @@ def service_name(contract: str, version: str) -> str:
     return f"{full[: DNS_LABEL_MAX - 9].rstrip('-')}-{digest}"
 
 
-def revision_name(service: str, generation: int) -> str:
-    suffix = f"-{generation:05d}"
+def revision_name(service: str, digest: str) -> str:
+    """`<service>-<digest of its template>`: a new name for every new template."""
+    suffix = f"-{digest}"
     return f"{service[: DNS_LABEL_MAX - len(suffix)].rstrip('-')}{suffix}"
 
 

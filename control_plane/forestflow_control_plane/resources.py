@@ -6,6 +6,9 @@ platform serves the very same objects, so one set of scenario tests covers both.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -16,6 +19,8 @@ from forestflow_control_plane.desired import DesiredState, DesiredVariant
 API_VERSION = "serving.knative.dev/v1"
 CONTRACT_LABEL = "forestflow.dev/contract"
 VERSION_LABEL = "forestflow.dev/version"
+# The variant's revision counter (bumped by in-place swaps), for people reading the cluster.
+REVISION_LABEL = "forestflow.dev/revision"
 # Knative routes by percent only; ForestFlow's gateway reads this to pin clients by a header.
 STICKY_HEADER_ANNOTATION = "forestflow.dev/sticky-header"
 RUNTIME_PORT = 8080
@@ -28,67 +33,66 @@ def model_name(contract: str) -> str:
 
 
 def make_service(
-    contract: str, contract_spec: dict[str, Any], variant: DesiredVariant, image: str
+    contract: str,
+    contract_spec: dict[str, Any],
+    variant: DesiredVariant,
+    image: str,
+    platform_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """`platform_env`: what every runtime gets from the platform rather than from its
+    variant (the Redis URL pods reach)."""
     namespace, _ = names.split_contract(contract)
     service = names.service_name(contract, variant.version)
     scaling = variant.spec["scaling"]
     batching = variant.spec["batching"]
     labels = {CONTRACT_LABEL: contract.replace("/", "."), VERSION_LABEL: variant.version}
+    template: dict[str, Any] = {
+        "metadata": {
+            "labels": {**labels, REVISION_LABEL: str(variant.spec.get("revision", 1))},
+            "annotations": _scaling_annotations(scaling),
+        },
+        "spec": {
+            "containerConcurrency": scaling.get("container_concurrency", 0),
+            "timeoutSeconds": max(1, -(-batching["timeout_ms"] // 1000)),
+            "containers": [
+                {
+                    "name": "runtime",
+                    "image": image,
+                    "ports": [{"containerPort": RUNTIME_PORT, "name": "http1"}],
+                    "env": [
+                        *_runtime_env(contract, contract_spec, variant),
+                        *({"name": k, "value": v} for k, v in sorted((platform_env or {}).items())),
+                    ],
+                    "readinessProbe": {
+                        "httpGet": {"path": f"/v2/models/{model_name(contract)}/ready"},
+                        "periodSeconds": 1,
+                    },
+                    "resources": _resources(variant.spec["resources"]),
+                }
+            ],
+        },
+    }
+    # Knative refuses a changed template under an unchanged revision name: the name is
+    # derived from the template itself, so any change (new weights, a new sampling rate for
+    # a shadow) is a new revision and an unchanged one is the same.
+    template["metadata"]["name"] = names.revision_name(service, _digest(template))
     return {
         "apiVersion": API_VERSION,
         "kind": "Service",
         "metadata": {"name": service, "namespace": namespace, "labels": labels},
-        "spec": {
-            "template": {
-                "metadata": {
-                    "name": names.revision_name(service, variant.spec.get("revision", 1)),
-                    "labels": dict(labels),
-                    "annotations": {
-                        "autoscaling.knative.dev/metric": "concurrency",
-                        "autoscaling.knative.dev/target": str(scaling["target_concurrency"]),
-                        "autoscaling.knative.dev/min-scale": str(scaling["min_replicas"]),
-                        "autoscaling.knative.dev/max-scale": str(scaling["max_replicas"]),
-                        "autoscaling.knative.dev/scale-to-zero-pod-retention-period": (
-                            _duration(scaling["retention_seconds"])
-                        ),
-                        "serving.knative.dev/progress-deadline": f"{PROGRESS_DEADLINE_S}s",
-                    },
-                },
-                "spec": {
-                    "containerConcurrency": 0,
-                    "timeoutSeconds": max(1, -(-batching["timeout_ms"] // 1000)),
-                    "containers": [
-                        {
-                            "name": "runtime",
-                            "image": image,
-                            "ports": [{"containerPort": RUNTIME_PORT, "name": "http1"}],
-                            "env": _runtime_env(contract, contract_spec, variant),
-                            "readinessProbe": {
-                                "httpGet": {"path": f"/v2/models/{model_name(contract)}/ready"},
-                                "periodSeconds": 1,
-                            },
-                            "resources": _resources(variant.spec["resources"]),
-                        }
-                    ],
-                },
-            }
-        },
+        "spec": {"template": template},
     }
 
 
-def make_route(state: DesiredState) -> dict[str, Any] | None:
-    """The contract's standalone Route, with a tag per version; None while no variant has
-    traffic."""
+def make_route(state: DesiredState, revisions: Mapping[str, str]) -> dict[str, Any] | None:
+    """The contract's standalone Route, with a tag per version, targeting each version's
+    revision (`revisions`: version -> revision name); None while no variant has traffic."""
     if sum(state.traffic.values()) == 0:
         return None
     namespace, name = names.split_contract(state.contract)
-    revisions = {v.version: v.spec.get("revision", 1) for v in state.variants}
     targets = [
         {
-            "revisionName": names.revision_name(
-                names.service_name(state.contract, version), revisions[version]
-            ),
+            "revisionName": revisions[version],
             "percent": percent,
             "tag": version,
         }
@@ -105,9 +109,18 @@ def make_route(state: DesiredState) -> dict[str, Any] | None:
             "spec": {"traffic": targets}}
 
 
-def make_objects(state: DesiredState, image: str) -> list[dict[str, Any]]:
-    services = [make_service(state.contract, state.contract_spec, v, image) for v in state.variants]
-    route = make_route(state)
+def make_objects(
+    state: DesiredState, image: str, platform_env: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    services = [
+        make_service(state.contract, state.contract_spec, v, image, platform_env)
+        for v in state.variants
+    ]
+    revisions = {
+        s["metadata"]["labels"][VERSION_LABEL]: s["spec"]["template"]["metadata"]["name"]
+        for s in services
+    }
+    route = make_route(state, revisions)
     return [*services, route] if route else services
 
 
@@ -134,6 +147,7 @@ def _runtime_env(
         "FF_REQUEST_TIMEOUT_MS": str(batching["timeout_ms"]),
         "FF_PAYLOAD_SAMPLE_RATE": _payload_rate(variant),
         "FF_PAYLOAD_MAX_LENGTH": _payload_max_length(variant),
+        **_stream_env(contract, variant),
         "FF_INPUTS": orjson.dumps(contract_spec["inputs"]).decode(),
         "FF_OUTPUTS": orjson.dumps(contract_spec["outputs"]).decode(),
     }
@@ -141,13 +155,30 @@ def _runtime_env(
 
 
 def _payload_rate(variant: DesiredVariant) -> str:
-    rate = (variant.spec.get("payload_logging") or {}).get("sample_rate", 0.0)
-    return str(rate) if rate else ""
+    """Its own payload logging rate, or more when the contract's shadows need more."""
+    return str(variant.payload_rate) if variant.payload_rate else ""
 
 
 def _payload_max_length(variant: DesiredVariant) -> str:
-    logging = variant.spec.get("payload_logging") or {}
-    return str(logging["max_length"]) if logging.get("sample_rate") else ""
+    max_length = (variant.spec.get("payload_logging") or {}).get("max_length")
+    return str(max_length) if variant.payload_rate and max_length else ""
+
+
+def _stream_env(contract: str, variant: DesiredVariant) -> dict[str, str]:
+    """The stream consumer's settings, every one explicit; none when streaming is off, or for
+    a shadow, which serves no client and so must not take the contract's messages."""
+    streaming = variant.spec.get("streaming")
+    if not streaming or variant.shadow:
+        return {}
+    return {
+        "FF_STREAM_INPUT": streaming["input_stream"],
+        "FF_STREAM_OUTPUT": streaming.get("output_stream") or f"ff:stream:{contract}:out",
+        "FF_STREAM_DEAD_LETTER": (
+            streaming.get("dead_letter_stream") or f"ff:stream:{contract}:dead"
+        ),
+        "FF_STREAM_GROUP": streaming["group"],
+        "FF_STREAM_MAX_FAILURES": str(streaming["max_failures"]),
+    }
 
 
 def _resources(resources: dict[str, Any]) -> dict[str, Any]:
@@ -161,5 +192,33 @@ def _resources(resources: dict[str, Any]) -> dict[str, Any]:
     return {"limits": limits, "requests": dict(limits)} if limits else {}
 
 
+def _scaling_annotations(scaling: dict[str, Any]) -> dict[str, str]:
+    """The revision's autoscaler settings; the optional ones only when model.yaml sets them.
+    A spec stored before a setting existed reads as its default."""
+    notes = {
+        "autoscaling.knative.dev/metric": scaling.get("metric", "concurrency"),
+        "autoscaling.knative.dev/target": str(scaling["target_concurrency"]),
+        "autoscaling.knative.dev/min-scale": str(scaling["min_replicas"]),
+        "autoscaling.knative.dev/max-scale": str(scaling["max_replicas"]),
+    }
+    if scaling.get("initial_replicas") is not None:
+        notes["autoscaling.knative.dev/initial-scale"] = str(scaling["initial_replicas"])
+    if scaling.get("window_seconds") is not None:
+        notes["autoscaling.knative.dev/window"] = f"{scaling['window_seconds']}s"
+    notes["autoscaling.knative.dev/scale-to-zero-pod-retention-period"] = _duration(
+        scaling["retention_seconds"]
+    )
+    deadline = scaling.get("progress_deadline_seconds", PROGRESS_DEADLINE_S)
+    notes["serving.knative.dev/progress-deadline"] = f"{deadline}s"
+    return notes
+
+
 def _duration(seconds: float) -> str:
-    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds}s"
+    """A Go duration: `300s`, `0.5s`, never an exponent (`1e-05s` does not parse)."""
+    if float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    return f"{Decimal(repr(float(seconds))):f}s"
+
+
+def _digest(template: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(template, option=orjson.OPT_SORT_KEYS)).hexdigest()[:7]

@@ -22,6 +22,7 @@ from rq import Queue, get_current_job
 from forestflow_control_plane import names
 from forestflow_control_plane.desired import LIVE_STATES, desired_state
 from forestflow_control_plane.metrics import MetricsSource, MetricsUnavailableError, source_for
+from forestflow_control_plane.platforms import knative
 from forestflow_control_plane.platforms.base import Platform
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
 from forestflow_control_plane.policies import expiry, phase_in
@@ -394,7 +395,9 @@ def _describe(version: str, result: StepResult | None) -> str:
 def platform_for(settings: Settings, redis: Redis) -> Platform:
     if settings.platform == "local":
         return LocalPlatform(redis, settings.runtime_image, home=settings.home)
-    raise SettingsError(f"FF_PLATFORM: platform {settings.platform!r} is not available yet")
+    if settings.platform == "knative":
+        return knative.from_settings(settings)
+    raise SettingsError(f"FF_PLATFORM: unknown platform {settings.platform!r} (local, knative)")
 
 
 def rq_schedule(queue: Queue) -> Schedule:

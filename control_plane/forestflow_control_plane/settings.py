@@ -34,6 +34,10 @@ class Settings:
     runtime_image: str = "ghcr.io/forestflow/runtime:0.1.0"
     prometheus_url: str | None = None
     reconcile_seconds: float = 10.0
+    mirror_metrics_port: int | None = None
+    kube_context: str | None = None  # knative: a kubeconfig context; None: in-cluster or current
+    # knative: the Redis URL runtime pods reach (payload events, shadows, streams).
+    runtime_redis_url: str | None = None
 
     @property
     def api_url(self) -> str:
@@ -64,6 +68,9 @@ class Settings:
             runtime_image=env.get("FF_RUNTIME_IMAGE", cls.runtime_image),
             prometheus_url=env.get("FF_PROMETHEUS_URL") or None,
             reconcile_seconds=_seconds(env, "FF_RECONCILE_SECONDS", 10.0),
+            mirror_metrics_port=_port(env, "FF_MIRROR_METRICS_PORT", 0) or None,
+            kube_context=env.get("FF_KUBE_CONTEXT") or None,
+            runtime_redis_url=env.get("FF_RUNTIME_REDIS_URL") or None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -80,6 +87,9 @@ class Settings:
             "FF_RUNTIME_IMAGE": self.runtime_image,
             "FF_PROMETHEUS_URL": self.prometheus_url or "",
             "FF_RECONCILE_SECONDS": str(self.reconcile_seconds),
+            "FF_MIRROR_METRICS_PORT": str(self.mirror_metrics_port or ""),
+            "FF_KUBE_CONTEXT": self.kube_context or "",
+            "FF_RUNTIME_REDIS_URL": self.runtime_redis_url or "",
         }
 
 

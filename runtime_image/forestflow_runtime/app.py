@@ -32,6 +32,7 @@ from forestflow_runtime.protocols.plain import PlainEndpoints
 from forestflow_runtime.protocols.v1 import V1Endpoints
 from forestflow_runtime.protocols.v2 import V2Endpoints
 from forestflow_runtime.routing import MethodNotAllowed, Route, Router, route
+from forestflow_runtime.streaming import StreamConsumer
 from forestflow_runtime.types import Receive, Scope, Send
 
 log = logging.getLogger("forestflow_runtime")
@@ -62,6 +63,9 @@ class RuntimeApp:
         self.config = config
         self.metrics = RuntimeMetrics(config.model_name, config.contract, config.variant)
         self.plane = DataPlane(config, self.metrics)
+        self.stream = (
+            StreamConsumer(config.stream, self.plane, self.metrics) if config.stream.input else None
+        )
         self.on_fatal = on_fatal
         routes = [
             *V2Endpoints(self.plane).routes(),
@@ -146,11 +150,15 @@ class RuntimeApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.plane.start()
+                if self.stream is not None:
+                    self.stream.start()
                 self._loader = asyncio.get_running_loop().create_task(self._load())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._loader is not None and not self._loader.done():
                     self._loader.cancel()
+                if self.stream is not None:  # first: its in-flight messages need the batcher
+                    await self.stream.close()
                 await self.plane.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -71,6 +71,22 @@ class PayloadConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """Requests read from a Redis stream (consumer group), results written to another; off
+    when input is empty. consumer is this replica's name in the group (default host-pid)."""
+
+    input: str = ""
+    output: str = ""
+    dead_letter: str = ""
+    group: str = "forestflow"
+    consumer: str = ""
+    max_failures: int = 3
+    claim_idle_ms: int = 60000
+    max_stream_len: int = 100000
+    redis_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RuntimeConfig:
     model_name: str
     source: ModelSource
@@ -83,6 +99,7 @@ class RuntimeConfig:
     contract: str = ""
     variant: str = ""
     payloads: PayloadConfig = PayloadConfig()
+    stream: StreamConfig = StreamConfig()
 
 
 DEFAULT_INPUTS = (TensorSpec("input0", "FP32", None),)
@@ -99,8 +116,9 @@ def load_config(env: Mapping[str, str]) -> RuntimeConfig:
     if payload_rate > 0 and not env.get("FF_REDIS_URL"):
         raise ConfigError("FF_REDIS_URL", "required when FF_PAYLOAD_SAMPLE_RATE > 0")
     threads = env.get("FF_CPU_THREADS")
+    model_name = _required(env, "FF_MODEL_NAME")
     return RuntimeConfig(
-        model_name=_required(env, "FF_MODEL_NAME"),
+        model_name=model_name,
         source=source,
         inputs=_tensor_specs(env, "FF_INPUTS") or DEFAULT_INPUTS,
         outputs=_tensor_specs(env, "FF_OUTPUTS"),
@@ -121,7 +139,41 @@ def load_config(env: Mapping[str, str]) -> RuntimeConfig:
             stream=env.get("FF_PAYLOAD_STREAM", "forestflow:payloads"),
             max_stream_len=_integer(env, "FF_PAYLOAD_MAX_LENGTH", 10000, minimum=1),
         ),
+        stream=_stream_config(env, env.get("FF_CONTRACT") or model_name),
     )
+
+
+def _stream_config(env: Mapping[str, str], owner: str) -> StreamConfig:
+    """Off without FF_STREAM_INPUT; output and dead-letter streams default to names derived
+    from the contract (the model name when there is none), as the control plane derives them."""
+    source = _stream_key(env, "FF_STREAM_INPUT", "")
+    if not source:
+        return StreamConfig()
+    if not env.get("FF_REDIS_URL"):
+        raise ConfigError("FF_REDIS_URL", "required when FF_STREAM_INPUT is set")
+    output = _stream_key(env, "FF_STREAM_OUTPUT", f"ff:stream:{owner}:out")
+    dead_letter = _stream_key(env, "FF_STREAM_DEAD_LETTER", f"ff:stream:{owner}:dead")
+    for variable, key in (("FF_STREAM_OUTPUT", output), ("FF_STREAM_DEAD_LETTER", dead_letter)):
+        if key == source:
+            raise ConfigError(variable, f"must differ from FF_STREAM_INPUT ({source!r})")
+    return StreamConfig(
+        input=source,
+        output=output,
+        dead_letter=dead_letter,
+        group=_stream_key(env, "FF_STREAM_GROUP", "forestflow"),
+        max_failures=_integer(env, "FF_STREAM_MAX_FAILURES", 3, minimum=1, maximum=1000),
+        claim_idle_ms=_integer(env, "FF_STREAM_CLAIM_IDLE_MS", 60000, minimum=1),
+        max_stream_len=_integer(env, "FF_STREAM_MAX_LENGTH", 100000, minimum=1),
+        redis_url=env["FF_REDIS_URL"],
+    )
+
+
+def _stream_key(env: Mapping[str, str], name: str, default: str) -> str:
+    """A Redis key or group name: unset or empty means the default; no whitespace inside."""
+    value = env.get(name, "").strip() or default
+    if any(c.isspace() for c in value):
+        raise ConfigError(name, f"must not contain whitespace, got {value!r}")
+    return value
 
 
 def _model_source(env: Mapping[str, str]) -> ModelSource:

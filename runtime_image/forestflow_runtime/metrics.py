@@ -21,6 +21,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _BASE = ("model", "contract", "variant")
 _LATENCY = "forestflow_request_duration_seconds"
 _LATENCY_HELP = "Inference request latency as seen by the server"
+STREAM_OUTCOMES = ("consumed", "succeeded", "failed", "dead_lettered")
 
 
 class _Series:
@@ -130,6 +131,32 @@ class RuntimeMetrics:
             _BASE,
             registry=r,
         ).labels(*self._base)
+        stream_messages = Counter(
+            "forestflow_stream_messages",
+            "Stream messages: consumed (read or reclaimed), succeeded, failed (per delivery), "
+            "dead_lettered",
+            (*_BASE, "outcome"),
+            registry=r,
+        )
+        self._stream_messages = {o: stream_messages.labels(*self._base, o) for o in STREAM_OUTCOMES}
+        self._stream_errors = Counter(
+            "forestflow_stream_errors",
+            "Failures of the stream consumer's Redis calls (it retries with backoff)",
+            _BASE,
+            registry=r,
+        ).labels(*self._base)
+        self._stream_lag = Gauge(
+            "forestflow_stream_lag",
+            "Input stream entries not yet read by the consumer group",
+            _BASE,
+            registry=r,
+        ).labels(*self._base)
+        self._stream_pending = Gauge(
+            "forestflow_stream_pending",
+            "Input stream entries read by the consumer group and not yet acknowledged",
+            _BASE,
+            registry=r,
+        ).labels(*self._base)
 
     def request(self, protocol: str, code: int, seconds: float) -> None:
         self._latency.observe(protocol, code, seconds)
@@ -159,6 +186,19 @@ class RuntimeMetrics:
 
     def payload_dropped(self, count: int = 1) -> None:
         self._payload_drops.inc(count)
+
+    def stream_message(self, outcome: str) -> None:
+        """outcome is one of STREAM_OUTCOMES."""
+        self._stream_messages[outcome].inc()
+
+    def stream_error(self) -> None:
+        self._stream_errors.inc()
+
+    def stream_backlog(self, lag: int | None, pending: int) -> None:
+        """lag is None where Redis (< 7) does not report it."""
+        if lag is not None:
+            self._stream_lag.set(lag)
+        self._stream_pending.set(pending)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

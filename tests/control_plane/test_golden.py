@@ -28,7 +28,9 @@ variant:
   version: v1
   model: {uri: "https://models.example.com/fraud/v1.pt2", format: torch_export}
   resources: {cpu: "2", memory: 2Gi}
-  scaling: {min_replicas: 0, max_replicas: 4, target_concurrency: 16, retention_seconds: 300}
+  scaling: {min_replicas: 0, max_replicas: 4, target_concurrency: 16, retention_seconds: 300,
+            initial_replicas: 1, window_seconds: 60, container_concurrency: 32,
+            progress_deadline_seconds: 900}
 """
 
 

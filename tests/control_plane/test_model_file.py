@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from forestflow_control_plane.model_file import (
     parse_model_file,
     validate_model_file,
 )
+from forestflow_control_plane.model_file_reference import reference
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = yaml.safe_load((REPO / "examples" / "mlp" / "model.yaml").read_text())
@@ -141,3 +143,63 @@ def test_readme_model_yaml_reference_is_valid() -> None:
     model = parse_model_file(block)
     assert model.rollout.gate is not None and model.slo.p95_latency_ms == 50
     assert model.routing.sticky_header == "x-user-id"
+
+
+STREAMING_BAD = [
+    ("no input stream", {}, "variant.streaming.input_stream", "Field required"),
+    ("space in stream", {"input_stream": "my in"}, "variant.streaming.input_stream", "pattern"),
+    ("output is input", {"input_stream": "a", "output_stream": "a"},
+     "variant.streaming.output_stream", "must differ from input_stream"),
+    ("dead letter is input", {"input_stream": "a", "dead_letter_stream": "a"},
+     "variant.streaming.dead_letter_stream", "must differ from input_stream"),
+    ("zero failures", {"input_stream": "a", "max_failures": 0},
+     "variant.streaming.max_failures", "greater than or equal"),
+    ("misspelt field", {"input_stream": "a", "groupe": "g"}, "variant.streaming.groupe",
+     "unknown field"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "message"), [r[1:] for r in STREAMING_BAD], ids=[r[0] for r in STREAMING_BAD]
+)
+def test_bad_streaming_names_the_field(value: object, field: str, message: str) -> None:
+    with pytest.raises(ModelFileError) as info:
+        validate_model_file(with_streaming(value))
+    fields = {e.field: e.message for e in info.value.errors}
+    assert field in fields, fields
+    assert message in fields[field]
+
+
+def with_streaming(value: object, min_replicas: int = 1) -> dict[str, object]:
+    data = with_change("variant.streaming", value)
+    data["variant"].setdefault("scaling", {})["min_replicas"] = min_replicas  # type: ignore[attr-defined]
+    return data
+
+
+def test_streaming_is_off_by_default_and_needs_only_an_input_stream() -> None:
+    assert validate_model_file(EXAMPLE).variant.streaming is None
+    model = validate_model_file(with_streaming({"input_stream": "mlp:in"}))
+    streaming = model.variant.streaming
+    assert streaming is not None and streaming.input_stream == "mlp:in"
+    assert (streaming.output_stream, streaming.dead_letter_stream) == (None, None)
+    assert (streaming.group, streaming.max_failures) == ("forestflow", 3)
+
+
+def test_a_streaming_variant_may_not_scale_to_zero() -> None:
+    with pytest.raises(ModelFileError) as info:
+        validate_model_file(with_streaming({"input_stream": "mlp:in"}, min_replicas=0))
+    fields = {e.field: e.message for e in info.value.errors}
+    assert "do not wake a variant at zero" in fields["variant.scaling.min_replicas"]
+
+
+def test_readme_reference_table_is_the_schemas() -> None:
+    """README's model.yaml reference is generated; FF_UPDATE_GOLDEN=1 regenerates it."""
+    path = REPO / "README.md"
+    readme = path.read_text()
+    begin, end = "<!-- model.yaml reference: begin -->\n", "<!-- model.yaml reference: end -->"
+    head, rest = readme.split(begin)
+    table, tail = rest.split(end)
+    if os.environ.get("FF_UPDATE_GOLDEN"):
+        path.write_text(head + begin + reference() + end + tail)
+        table = reference()
+    assert table == reference(), "README's reference is stale: run with FF_UPDATE_GOLDEN=1"

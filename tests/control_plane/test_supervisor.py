@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -87,3 +88,32 @@ async def test_a_runtime_that_cannot_load_fails_hydration_with_its_log(
 ) -> None:
     with pytest.raises(HydrationError, match=r"nope\.safetensors"):
         await supervisor.start(spec(weights, uri=str(weights / "nope.safetensors")), timeout=60)
+
+
+async def test_a_start_cancelled_before_ready_leaves_no_process(
+    supervisor: Supervisor, weights: Path, tmp_path: Path
+) -> None:
+    never_ready = RuntimeSpec("examples/ff-mlp-v1", spec(weights).env, "/no/such/probe")
+    starting = asyncio.create_task(supervisor.start(never_ready, timeout=60))
+    pid_files = tmp_path / "pids" / "runtimes"
+    async with asyncio.timeout(60):
+        while not any(pid_files.glob("*.pid")):
+            await asyncio.sleep(0.01)
+    (pid_file,) = pid_files.glob("*.pid")
+    pid = int(pid_file.read_text())
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    assert not pid_file.exists()
+    eventually(lambda: not psutil.pid_exists(pid), 10, "the cancelled replica gone")
+
+
+async def test_several_tasks_can_wait_for_one_replica_to_exit(
+    supervisor: Supervisor, weights: Path
+) -> None:
+    replica = await supervisor.start(spec(weights), timeout=60)
+    watchers = [asyncio.create_task(replica.process.wait()) for _ in range(3)]
+    await asyncio.sleep(0)  # the watchers are waiting before the stop begins
+    await asyncio.wait_for(supervisor.stop(replica), 30)
+    await asyncio.wait_for(asyncio.gather(*watchers), 5)
+    assert not replica.process.running

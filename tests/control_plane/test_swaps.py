@@ -4,9 +4,6 @@ turn through the runtime's load API, and the first failure puts every replica ba
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,7 @@ from forestflow_control_plane.platforms.memory import MemoryPlatform
 from forestflow_control_plane.rollouts import Action, Rollouts
 from forestflow_control_plane.store import ConflictError, Store
 from forestflow_control_plane.swaps import InPlace
-from tests.support import REPO, free_port
+from tests.support import REPO, example_mlp, free_port
 
 from .test_supervisor import spec
 
@@ -34,16 +31,7 @@ PROBE = {"input": [[0.5, -1.0, 2.0, 0.25]]}
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example MLP's code with two sets of weights: mlp.safetensors and new.safetensors."""
-    target = tmp_path_factory.mktemp("mlp")
-    for name in ("model.py", "build.py"):
-        shutil.copy(REPO / "examples" / "mlp" / name, target)
-    script = (
-        "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
-        "from build import build; build(Path(sys.argv[1]) / 'mlp.safetensors', 0); "
-        "build(Path(sys.argv[1]) / 'new.safetensors', 1)"
-    )
-    subprocess.run([sys.executable, "-c", script, str(target)], check=True)
-    return target
+    return example_mlp(tmp_path_factory.mktemp("mlp"), mlp=0, new=1)
 
 
 def model_file(weights: Path, uri: str = "mlp.safetensors", **change: Any) -> ModelFile:
@@ -95,6 +83,8 @@ async def test_new_weights_reach_every_replica_then_the_spec(
 ) -> None:
     store, platform = serving(redis, weights, replicas)
     before = outputs(replicas)
+    first = platform.objects[("Service", "examples", "ff-mlp-v1")]
+    first_revision = first["spec"]["template"]["metadata"]["name"]
     new = model_file(weights, "new.safetensors")
     result = await swap(store, platform, new)
     assert result["rollout"]["progress"]["status"] == "succeeded"
@@ -105,12 +95,14 @@ async def test_new_weights_reach_every_replica_then_the_spec(
     assert variant.spec["revision"] == 2
     assert store.get(C).contract.traffic == {"v1": 100}
     service = platform.objects[("Service", "examples", "ff-mlp-v1")]
-    assert service["spec"]["template"]["metadata"]["name"] == "ff-mlp-v1-00002"
+    revision = service["spec"]["template"]["metadata"]["name"]
+    assert revision != first_revision and revision.startswith("ff-mlp-v1-")
+    assert service["spec"]["template"]["metadata"]["labels"]["forestflow.dev/revision"] == "2"
     container = service["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["FF_MODEL_URI"].endswith("new.safetensors")  # a replica started later loads it
     route = platform.objects[("Route", "examples", "mlp")]
-    assert route["spec"]["traffic"][0]["revisionName"] == "ff-mlp-v1-00002"
+    assert route["spec"]["traffic"][0]["revisionName"] == revision
     assert swap_of(store.get(C), new) is None  # deploying it again is a no-op
 
 

@@ -9,6 +9,15 @@ from typing import Any, Protocol
 from forestflow_control_plane.desired import DesiredState
 
 
+class PlatformError(RuntimeError):
+    """The platform refused a request or could not be reached (the Kubernetes API): the
+    message names the request, the object, the HTTP status and the platform's own words."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class TrialError(RuntimeError):
     """A trial replica exited or never became ready; the message carries its log's tail."""
 

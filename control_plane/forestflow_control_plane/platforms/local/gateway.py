@@ -1,31 +1,47 @@
-"""The local platform's ingress + activator, one ASGI app: match the contract, split by the
-Route's percents, hydrate the chosen variant if it is at zero, forward, and dehydrate
-variants idle past their retention window."""
+"""The local platform's ingress + activator, one ASGI app: match the contract, tag URL or
+Service, split by the Route's percents, take a ready replica (or wait for one to start),
+forward, count. Which replicas run is the pools' business; this module is the request path,
+the gateway's own endpoints (/healthz, /metrics) and the loops that keep routes and pools
+current.
+
+A request whose replica refused or dropped the connection before a byte of its answer came
+back (the replica just died, or closed a kept-alive connection as it was reused) is sent once
+more, to another replica or a new one: inference is idempotent and the client has seen
+nothing. A second such failure, or one after part of an answer, is answered 502; a variant
+that cannot start is answered 503 (with Retry-After while its restarts back off).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import random
+import math
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import aiohttp
 import httpx
 import orjson
 import redis.asyncio as aioredis
 
 from forestflow_control_plane import names
+from forestflow_control_plane.platforms.local.gateway_metrics import CONTENT_TYPE, GatewayMetrics
 from forestflow_control_plane.platforms.local.platform import version_of
-from forestflow_control_plane.platforms.local.pools import OverloadedError, Pools
+from forestflow_control_plane.platforms.local.pools import (
+    OverloadedError,
+    Pool,
+    Pools,
+    RestartingError,
+)
 from forestflow_control_plane.platforms.local.routing import (
+    Draws,
     RouteTable,
     build_table,
     match_request,
-    match_tag,
 )
 from forestflow_control_plane.platforms.local.supervisor import HydrationError, Supervisor
+from forestflow_control_plane.platforms.local.upstream import UpstreamError
 from forestflow_control_plane.resources import CONTRACT_LABEL
 from forestflow_control_plane.settings import Settings
 
@@ -38,26 +54,34 @@ log = logging.getLogger("forestflow.gateway")
 
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
-     b"trailers", b"transfer-encoding", b"upgrade", b"host", b"content-length"}
+     b"trailers", b"transfer-encoding", b"upgrade", b"content-length"}
 )
+# Not forwarded: the body is read whole before it is sent on, so `expect` is answered here.
+REQUEST_DROPPED = HOP_BY_HOP | {b"expect"}
 # The gateway's own server sets these on every response.
-SERVER_SET = frozenset({b"date", b"server"})
-REAP_INTERVAL_S = 0.2
+RESPONSE_DROPPED = HOP_BY_HOP | {b"date", b"server"}
+HEAD_RESPONSE_DROPPED = RESPONSE_DROPPED - {b"content-length"}
+TICK_S = 0.2
 RESYNC_INTERVAL_S = 5.0
 VARIANT_HEADER = b"x-forestflow-variant"
+JSON = b"application/json"
 
 
 class Gateway:
     def __init__(
-        self, settings: Settings, hydrate_timeout: float = 120.0, use_zygote: bool = True
+        self,
+        settings: Settings,
+        hydrate_timeout: float = 120.0,
+        use_zygote: bool = True,
     ) -> None:
         self._settings = settings
         self._hydrate_timeout = hydrate_timeout
         self._use_zygote = use_zygote
-        self._table = RouteTable({}, {})
+        self._table = RouteTable({}, {}, {})
         self._services: dict[str, dict[str, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._random = random.Random()
+        self._draws = Draws()
+        self._metrics = GatewayMetrics(lambda: self._pools.gauges(self._percent))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -78,16 +102,7 @@ class Gateway:
 
     async def _start(self) -> None:
         self._redis = aioredis.Redis.from_url(self._settings.redis_url)
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(None, connect=5.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
-        )
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-            timeout=aiohttp.ClientTimeout(total=None, connect=5.0),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-        )
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0))
         self._supervisor = Supervisor(
             self._settings.home,
             self._client,
@@ -95,11 +110,11 @@ class Gateway:
             {"FF_REDIS_URL": self._settings.redis_url},
         )
         await self._supervisor.open()
-        self._pools = Pools(self._supervisor, self._hydrate_timeout)
+        self._pools = Pools(self._supervisor, self._metrics, self._hydrate_timeout)
         await self._sync()
         self._tasks = [
             asyncio.create_task(self._watch()),
-            asyncio.create_task(self._reap()),
+            asyncio.create_task(self._tick()),
         ]
 
     async def _stop(self) -> None:
@@ -109,12 +124,11 @@ class Gateway:
         await self._pools.close()
         await self._supervisor.close()
         await self._publish_status()
-        await self._session.close()
         await self._client.aclose()
         await self._redis.aclose()
 
     async def _sync(self) -> None:
-        """Reload the Route and Service objects and stop runtimes of removed services."""
+        """Reload the Route and Service objects; the pools follow the services."""
         raw_services, raw_routes = await asyncio.gather(
             self._redis.hgetall(names.LOCAL_SERVICES), self._redis.hgetall(names.LOCAL_ROUTES)
         )
@@ -122,8 +136,8 @@ class Gateway:
         routes = [orjson.loads(v) for v in raw_routes.values()]
         self._services = services
         self._table = build_table(routes, services.values())
-        for pool in self._pools.sync(services):
-            await self._pools.stop_pool(pool)
+        self._draws.forget(set(self._table.routes))
+        self._pools.sync(services)
         await self._publish_status()
 
     async def _watch(self) -> None:
@@ -142,14 +156,16 @@ class Gateway:
                 log.warning("route watch lost Redis (%s); retrying", exc)
                 await asyncio.sleep(1.0)
 
-    async def _reap(self) -> None:
+    async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(REAP_INTERVAL_S)
-            if await self._pools.reap():
+            await asyncio.sleep(TICK_S)
+            self._pools.tick()
+            if self._pools.changed:
                 with contextlib.suppress(OSError, aioredis.RedisError):
                     await self._publish_status()
 
     async def _publish_status(self) -> None:
+        self._pools.changed = False
         rows: dict[Any, bytes] = {}
         for key, (ready, replicas) in self._pools.status().items():
             service = self._services.get(key)
@@ -166,60 +182,96 @@ class Gateway:
             pipe.hset(names.LOCAL_STATUS, mapping=rows)
         await pipe.execute()
 
+    def _percent(self, service: str) -> int:
+        target = self._table.services.get(service)
+        return target.percent if target is not None else 0
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if path == "/healthz":
             await _respond(send, 200, {"status": "ok"})
             return
+        if path == "/metrics":
+            body = self._metrics.exposition()
+            await _send(send, 200, [(b"content-type", CONTENT_TYPE.encode())], body)
+            return
+        began = time.perf_counter()
         headers = dict(scope["headers"])
         host = headers.get(b"host", b"").decode("latin-1")
-        match = match_request(host, path, self._settings.domain)
+        raw_path = scope.get("raw_path")
+        target_path = raw_path.decode("latin-1") if raw_path else path
+        match = match_request(host, target_path, self._settings.domain)
         if match is None:
             await _respond(send, 404, {"error": f"no contract matches {host}{path}"})
             return
-        match = match_tag(match, self._table)
-        target = self._table.resolve(match, self._random.random(), headers)
-        if target is None:
-            await _respond(send, 404, {"error": f"contract {match.contract} has no traffic"})
+        match = self._table.refine(match)
+        target = self._table.resolve(match, self._draws, headers)
+        pool = self._pools.get(target.service) if target is not None else None
+        if target is None or pool is None:
+            what = "service" if match.service else "contract"
+            await _respond(send, 404, {"error": f"{what} {match.name} has no traffic"})
             return
         body = await _read_body(receive)
-        try:
-            async with self._pools.replica(target.service) as replica:
-                await self._forward(scope, match.path, body, replica.url, target.version, send)
-        except HydrationError as exc:
-            await _respond(send, 503, {"error": f"variant failed to start: {exc}"})
-        except OverloadedError as exc:
-            await _respond(send, 503, {"error": str(exc)}, retry_after=True)
+        request = _request(scope, match.path, body)
+        status = await self._proxy(pool, request, target.version, scope["method"], send)
+        pool.metrics.answered(status, time.perf_counter() - began)
 
-    async def _forward(
-        self, scope: Scope, path: str, body: bytes, base: str, version: str, send: Send
-    ) -> None:
-        query = scope.get("query_string", b"")
-        url = base + path + ("?" + query.decode("latin-1") if query else "")
-        headers = [
-            (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in scope["headers"]
-            if k not in HOP_BY_HOP
-        ]
-        try:
-            async with self._session.request(
-                scope["method"], url, headers=headers, data=body
-            ) as response:
-                content = await response.read()
-                status = response.status
-                raw = response.raw_headers
-        except aiohttp.ClientError as exc:
-            await _respond(send, 502, {"error": f"variant {version} unreachable: {exc}"})
-            return
-        out = [
-            (k.lower(), v)
-            for k, v in raw
-            if k.lower() not in HOP_BY_HOP and k.lower() not in SERVER_SET
-        ]
-        out.append((VARIANT_HEADER, version.encode()))
-        out.append((b"content-length", str(len(content)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": out})
-        await send({"type": "http.response.body", "body": content})
+    async def _proxy(
+        self, pool: Pool, request: bytes, version: str, method: str, send: Send
+    ) -> int:
+        """Forward to a replica, once more after a fresh failure (see the module's
+        docstring); return the status sent."""
+        retried = False
+        while True:
+            member = pool.take()
+            try:
+                if member is None:
+                    member = await self._pools.wait(pool)
+            except HydrationError as exc:
+                return await _respond(send, 503, {"error": f"variant failed to start: {exc}"})
+            except RestartingError as exc:
+                retry = str(max(1, math.ceil(exc.retry_after)))
+                return await _respond(send, 503, {"error": str(exc)}, retry_after=retry)
+            except OverloadedError as exc:
+                return await _respond(send, 503, {"error": str(exc)}, retry_after="1")
+            try:
+                answer = await member.upstream.send(request, head_only=method == "HEAD")
+            except UpstreamError as exc:
+                await self._pools.lost(pool, member)
+                if retried or exc.answered:
+                    return await _respond(send, 502, {"error": f"variant {version}: {exc}"})
+                log.info("%s: sending again: %s", pool.key, exc)
+                retried = True
+                continue
+            finally:
+                pool.give_back(member)
+            if method == "HEAD":  # the replica's content-length stands: the body it omits
+                out = [(k, v) for k, v in answer.headers if k not in HEAD_RESPONSE_DROPPED]
+            else:
+                out = [(k, v) for k, v in answer.headers if k not in RESPONSE_DROPPED]
+                out.append((b"content-length", b"%d" % len(answer.body)))
+            out.append((VARIANT_HEADER, version.encode()))
+            await send({"type": "http.response.start", "status": answer.status, "headers": out})
+            await send({"type": "http.response.body", "body": answer.body})
+            return answer.status
+
+
+def _request(scope: Scope, path: str, body: bytes) -> bytes:
+    """The whole HTTP/1.1 request for the replica: the client's headers less hop-by-hop."""
+    query = scope.get("query_string", b"")
+    parts = [scope["method"].encode(), b" ", path.encode("latin-1")]
+    if query:
+        parts += (b"?", query)
+    parts.append(b" HTTP/1.1\r\n")
+    host = False
+    for name, value in scope["headers"]:
+        if name not in REQUEST_DROPPED:
+            parts += (name, b": ", value, b"\r\n")
+            host = host or name == b"host"
+    if not host:
+        parts.append(b"host: 127.0.0.1\r\n")
+    parts += (b"content-length: %d\r\n\r\n" % len(body), body)
+    return b"".join(parts)
 
 
 def _text(value: bytes | str) -> str:
@@ -227,7 +279,11 @@ def _text(value: bytes | str) -> str:
 
 
 async def _read_body(receive: Receive) -> bytes:
-    chunks = []
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    chunks = [body]
     while True:
         message = await receive()
         chunks.append(message.get("body", b""))
@@ -236,11 +292,16 @@ async def _read_body(receive: Receive) -> bytes:
 
 
 async def _respond(
-    send: Send, status: int, payload: dict[str, Any], retry_after: bool = False
-) -> None:
-    body = orjson.dumps(payload)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if retry_after:
-        headers.append((b"retry-after", b"1"))
+    send: Send, status: int, payload: dict[str, Any], retry_after: str | None = None
+) -> int:
+    headers = [(b"content-type", JSON)]
+    if retry_after is not None:
+        headers.append((b"retry-after", retry_after.encode()))
+    return await _send(send, status, headers, orjson.dumps(payload))
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> int:
+    headers.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+    return status

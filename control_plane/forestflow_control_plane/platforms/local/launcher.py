@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import psutil
@@ -28,7 +29,7 @@ from forestflow_control_plane.settings import Settings, default_home
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
-PROCESSES = ("api", "worker", "gateway")
+PROCESSES = ("api", "worker", "gateway", "mirror")
 
 
 class LaunchError(RuntimeError):
@@ -61,10 +62,15 @@ class Launcher:
 
     def running(self) -> Settings | None:
         """Settings of the platform already up here, if every process is alive."""
-        if not self._state.exists():
-            return None
         tracked = self._tracked()
-        if not tracked or not all(t.alive() for t in tracked if t.name in PROCESSES):
+        if not tracked or not all(t.alive() for t in tracked if t.name in (*PROCESSES, "redis")):
+            return None
+        return self.recorded()
+
+    def recorded(self) -> Settings | None:
+        """Settings of the platform last started here, whether or not all of it still runs:
+        the API may answer while the worker is down."""
+        if not self._state.exists():
             return None
         data = json.loads(self._state.read_text())
         return Settings(**{**data, "home": Path(data["home"])})
@@ -73,6 +79,9 @@ class Launcher:
         current = self.running()
         if current is not None:
             return current
+        repaired = self._repair()
+        if repaired is not None:
+            return repaired
         self.down()
         self._pids.mkdir(parents=True, exist_ok=True)
         self._logs.mkdir(parents=True, exist_ok=True)
@@ -101,6 +110,46 @@ class Launcher:
             self.down()
             raise
         self._state.write_text(json.dumps({**asdict(settings), "home": str(self.home)}))
+        return settings
+
+    def _repair(self) -> Settings | None:
+        """Restart only the processes that died (a killed worker, a crashed Redis), keeping
+        the rest serving; None when no platform is recorded here or its Redis is unreachable
+        and not ours to restart."""
+        settings = self.recorded()
+        if settings is None:
+            return None
+        env = {**self._env, "FF_HOME": str(self.home), **settings.to_env()}
+        if not env.get("FF_TOKENS_FILE") and not env.get("FF_ADMIN_TOKEN"):
+            env["FF_TOKENS_FILE"] = str(self.tokens_file)
+        dead = [name for name in PROCESSES if not self._alive(name)]
+        try:
+            if "redis" in self._names() and not self._alive("redis"):
+                # Same port, same append-only file: every client reconnects to its data.
+                port = urlparse(settings.redis_url).port or 6379
+                self._spawn("redis", redis_command(port, self.home / "redis"), env)
+                self._wait_redis(settings.redis_url)
+            else:
+                try:
+                    wait_for_redis(settings.redis_url, lambda: True, timeout=2.0)
+                except RedisUnavailableError:
+                    return None
+            if "gateway" in dead:
+                # Its runtimes and zygote are orphans a new gateway would not know: stop them.
+                orphans = [t for t in self._tracked() if t.name not in (*PROCESSES, "redis")]
+                _stop_all(orphans)
+                for pid_file in self._pids.glob("runtimes/*.pid"):
+                    pid_file.unlink(missing_ok=True)
+                (self._pids / "zygote.pid").unlink(missing_ok=True)
+            for name in dead:
+                self._spawn(name, [sys.executable, "-m", "forestflow_control_plane", name], env)
+            if "api" in dead:
+                self._wait_http("api", settings.api_url + "/healthz")
+            if "gateway" in dead:
+                self._wait_http("gateway", settings.gateway_url + "/healthz")
+        except LaunchError:
+            self.down()
+            raise
         return settings
 
     def admin_token(self) -> str | None:

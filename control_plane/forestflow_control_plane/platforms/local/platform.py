@@ -18,7 +18,7 @@ import orjson
 import psutil
 from redis import Redis
 
-from forestflow_control_plane import names
+from forestflow_control_plane import admission, names
 from forestflow_control_plane.desired import DesiredState
 from forestflow_control_plane.platforms.base import TrialError, VariantStatus
 from forestflow_control_plane.redis_server import free_port
@@ -65,10 +65,13 @@ class LocalPlatform:
 
     def apply(self, state: DesiredState) -> bool:
         """Write objects that differ, drop this contract's objects that are no longer
-        desired, and wake the gateway. A repeat apply writes nothing."""
+        desired, and wake the gateway. A repeat apply writes nothing. Objects a cluster
+        would refuse raise admission.InvalidObjectError before anything is written."""
+        objects = make_objects(state, self._image)
+        admission.check_all(objects)
         wanted = {
             (HASH_OF_KIND[o["kind"]], _field(o)): orjson.dumps(o, option=orjson.OPT_SORT_KEYS)
-            for o in make_objects(state, self._image)
+            for o in objects
         }
         label = state.contract.replace("/", ".")
         pipe = self._redis.pipeline()

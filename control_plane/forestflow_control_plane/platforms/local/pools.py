@@ -1,129 +1,364 @@
-"""The replicas of each variant on this machine: hydrate on demand (one start shared by
-every waiting request), least-connection choice, dehydrate after the retention window."""
+"""The replicas of each variant on this machine, as the gateway uses them.
+
+A request takes the ready replica with the fewest requests in flight; at zero it waits for a
+start (one start shared by every waiting request). A tick samples each variant's concurrency
+and starts or drains replicas toward scaling.desired_replicas, one start at a time, so that
+min-scale replicas stay warm, load beyond the target adds replicas up to max-scale, and an
+idle variant goes to zero after its retention period. A replica takes traffic only once ready
+and leaves it before it stops: it is drained (no request in flight is dropped), then stopped.
+A replica whose process dies leaves at once; it is restarted when the variant still wants it,
+under backoff.py's delays, and while those delays run a request that finds no replica is
+answered at once (RestartingError) rather than held through them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+from forestflow_control_plane.platforms.local.backoff import Backoff
+from forestflow_control_plane.platforms.local.gateway_metrics import (
+    GatewayMetrics,
+    VariantGauges,
+    VariantMetrics,
+)
+from forestflow_control_plane.platforms.local.scaling import (
+    Autoscaling,
+    Sample,
+    autoscaling_of,
+    desired_replicas,
+)
 from forestflow_control_plane.platforms.local.supervisor import (
+    HydrationError,
     Replica,
     RuntimeSpec,
     Supervisor,
 )
+from forestflow_control_plane.platforms.local.upstream import Upstream
+from forestflow_control_plane.resources import CONTRACT_LABEL, VERSION_LABEL
 
-RETENTION = "autoscaling.knative.dev/scale-to-zero-pod-retention-period"
 MAX_WAITERS = 1000
+DRAIN_TIMEOUT_S = 60.0
+LOST_GRACE_S = 0.1
+
+log = logging.getLogger("forestflow.pools")
 
 
 class OverloadedError(RuntimeError):
     """Too many requests are already waiting for this variant to hydrate."""
 
 
-@dataclass
+class RestartingError(RuntimeError):
+    """The variant's runtime keeps failing; no start before `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(eq=False)
+class Member:
+    """A ready replica taking traffic: its process, its kept-alive connections, its load."""
+
+    replica: Replica
+    upstream: Upstream
+    started_at: float
+    inflight: int = 0
+    drained: asyncio.Event | None = None  # set once draining and nothing is in flight
+
+
 class Pool:
-    spec: RuntimeSpec
-    retention_s: float
-    replicas: list[Replica] = field(default_factory=list)
-    hydrating: asyncio.Task[Replica] | None = None
-    waiters: int = 0
-    last_used: float = 0.0
+    """One variant's replicas and the load it saw; the gateway calls take and give_back."""
+
+    def __init__(
+        self, key: str, spec: RuntimeSpec, scaling: Autoscaling, metrics: VariantMetrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self.key, self.spec, self.scaling, self.metrics = key, spec, scaling, metrics
+        self.members: list[Member] = []
+        self.starting: asyncio.Task[Member] | None = None
+        self.waiters = 0
+        self.backoff = Backoff()
+        self.samples: deque[Sample] = deque()
+        self.last_active: float | None = None
+        self.removed = False
+        self.new = scaling.initial_scale > 0  # until it first has initial-scale replicas
+        self._clock = clock
+        self._load = 0  # requests forwarded or waiting for a replica
+        self._area = 0.0  # integral of _load over time since the last sample
+        self._arrived = 0  # requests that took a member since the last sample
+        self._changed_at = self._tick_at = clock()
 
     @property
     def inflight(self) -> int:
-        return sum(r.inflight for r in self.replicas)
+        return self._load
+
+    def take(self) -> Member | None:
+        """The ready member with the fewest requests in flight, now counting one more."""
+        members = self.members
+        if not members:
+            return None
+        member = members[0] if len(members) == 1 else min(members, key=_inflight)
+        member.inflight += 1
+        self._arrived += 1
+        self.loaded(1)
+        return member
+
+    def give_back(self, member: Member) -> None:
+        member.inflight -= 1
+        self.loaded(-1)
+        if member.drained is not None and member.inflight == 0:
+            member.drained.set()
+
+    def loaded(self, delta: int) -> None:
+        now = self._clock()
+        self._area += self._load * (now - self._changed_at)
+        self._changed_at = self.last_active = now
+        self._load += delta
+
+    def sample(self, now: float) -> None:
+        """Close the tick: record the mean concurrency and the arrival rate since the last."""
+        self._area += self._load * (now - self._changed_at)
+        span = now - self._tick_at
+        if span > 0:
+            self.samples.append(Sample(now, self._area / span, self._arrived / span))
+        self._area, self._arrived, self._changed_at, self._tick_at = 0.0, 0, now, now
+        while self.samples and self.samples[0].at <= now - self.scaling.window_s:
+            self.samples.popleft()
+        if self._load:
+            self.last_active = now
+
+    def desired(self, now: float) -> int:
+        return desired_replicas(self.scaling, self.samples, self.last_active, now, self.new)
 
 
 class Pools:
     def __init__(
         self,
         supervisor: Supervisor,
+        metrics: GatewayMetrics,
         hydrate_timeout: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._supervisor = supervisor
+        self._metrics = metrics
         self._hydrate_timeout = hydrate_timeout
         self._clock = clock
         self._pools: dict[str, Pool] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.changed = False  # replicas came or went since the gateway last published
 
-    def sync(self, services: dict[str, dict[str, Any]]) -> list[Pool]:
-        """Track the given services; return the pools of services no longer desired."""
-        gone = [self._pools.pop(key) for key in list(self._pools) if key not in services]
+    def get(self, key: str) -> Pool | None:
+        return self._pools.get(key)
+
+    def sync(self, services: dict[str, dict[str, Any]]) -> None:
+        """Track the given services (a bad one is logged and left out), retire the others,
+        and start the replicas that min-scale wants."""
+        for key in [key for key in self._pools if key not in services]:
+            self._retire(self._pools.pop(key))
         for key, service in services.items():
-            spec = runtime_spec(key, service)
-            retention = retention_seconds(service)
+            try:
+                spec, scaling = runtime_spec(key, service), autoscaling_of(service)
+            except (KeyError, ValueError) as exc:
+                log.error("service %s left out: %s", key, exc)
+                continue
             pool = self._pools.get(key)
             if pool is None:
-                self._pools[key] = Pool(spec, retention)
+                labels = service["metadata"]["labels"]
+                contract = labels[CONTRACT_LABEL].replace(".", "/", 1)
+                metrics = self._metrics.variant(contract, labels[VERSION_LABEL])
+                self._pools[key] = Pool(key, spec, scaling, metrics, self._clock)
             else:
-                pool.spec, pool.retention_s = spec, retention
-        return gone
-
-    @contextlib.asynccontextmanager
-    async def replica(self, service: str) -> AsyncIterator[Replica]:
-        """A ready replica with the fewest requests in flight, hydrating if needed."""
-        pool = self._pools[service]
-        replica = await self._ready(pool)
-        replica.inflight += 1
-        pool.last_used = self._clock()
-        try:
-            yield replica
-        finally:
-            replica.inflight -= 1
-            pool.last_used = self._clock()
-
-    def status(self) -> dict[str, tuple[bool, int]]:
-        return {key: (bool(p.replicas), len(p.replicas)) for key, p in self._pools.items()}
-
-    async def reap(self) -> list[str]:
-        """Dehydrate every idle pool past its retention; return their service keys."""
+                pool.spec, pool.scaling = spec, scaling
         now = self._clock()
-        idle = [
-            (key, pool)
-            for key, pool in self._pools.items()
-            if pool.replicas and pool.inflight == 0 and now - pool.last_used >= pool.retention_s
-        ]
-        for _, pool in idle:
-            await self.stop_pool(pool)
-        return [key for key, _ in idle]
+        for pool in self._pools.values():
+            self._converge(pool, now)
 
-    async def stop_pool(self, pool: Pool) -> None:
-        replicas, pool.replicas = pool.replicas, []
-        if pool.hydrating is not None:
-            pool.hydrating.cancel()
-        await asyncio.gather(*(self._supervisor.stop(r) for r in replicas))
-
-    async def close(self) -> None:
-        await asyncio.gather(*(self.stop_pool(p) for p in self._pools.values()))
-
-    async def _ready(self, pool: Pool) -> Replica:
-        alive = [r for r in pool.replicas if r.process.running]
-        if len(alive) != len(pool.replicas):
-            pool.replicas = alive
-        if alive:
-            return min(alive, key=lambda r: r.inflight)
+    async def wait(self, pool: Pool) -> Member:
+        """A member for a request that found none ready: join the start under way or begin
+        one. Raises HydrationError if it fails, RestartingError while backoff holds."""
         if pool.waiters >= MAX_WAITERS:
-            raise OverloadedError(f"{pool.spec.service}: {MAX_WAITERS} requests already waiting")
-        if pool.hydrating is None:
-            pool.hydrating = asyncio.create_task(self._hydrate(pool))
+            raise OverloadedError(f"{pool.key}: {MAX_WAITERS} requests already waiting")
         pool.waiters += 1
+        pool.loaded(1)
         try:
-            return await asyncio.shield(pool.hydrating)
+            while not pool.members:
+                start = pool.starting or self._begin_start(pool, self._clock())
+                await _join(pool, start)
         finally:
             pool.waiters -= 1
+            pool.loaded(-1)
+        member = pool.take()
+        assert member is not None
+        return member
 
-    async def _hydrate(self, pool: Pool) -> Replica:
+    async def lost(self, pool: Pool, member: Member) -> None:
+        """The member's connection failed. If its process is gone, or goes within a moment
+        (a killed process resets its connections just before it can be seen to exit), it
+        leaves the pool now, before its exit watch tells, and a retry cannot reach it."""
+        member.upstream.reset()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(member.replica.process.wait(), LOST_GRACE_S)
+        if not member.replica.process.running:
+            self._left(pool, member)
+
+    def tick(self) -> None:
+        """Sample every pool's load, forgive the failures of a pool whose replica has stayed
+        up, and move each toward the replicas it wants."""
+        now = self._clock()
+        for pool in self._pools.values():
+            pool.sample(now)
+            if pool.backoff.failures and pool.members:
+                oldest = min(m.started_at for m in pool.members)
+                pool.backoff = pool.backoff.settled(now - oldest)
+            self._converge(pool, now)
+
+    def status(self) -> dict[str, tuple[bool, int]]:
+        return {key: (bool(p.members), len(p.members)) for key, p in self._pools.items()}
+
+    def gauges(self, percents: Callable[[str], int]) -> Iterator[VariantGauges]:
+        for key, pool in self._pools.items():
+            contract, version = pool.metrics.labels
+            yield VariantGauges(contract, version, pool.inflight, len(pool.members), percents(key))
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            self._retire(pool)
+        self._pools.clear()
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _converge(self, pool: Pool, now: float) -> None:
+        if pool.removed or pool.starting is not None:
+            return
+        wanted, ready = pool.desired(now), len(pool.members)
+        if ready < wanted and pool.backoff.allows(now):
+            self._begin_start(pool, now)
+        elif ready > wanted:
+            # Going to zero drains them all; scaling down drains the least busy, the newest
+            # of equals.
+            surplus = pool.members if wanted == 0 else [min(pool.members, key=_drain_order)]
+            for member in list(surplus):
+                self._drain(pool, member)
+
+    def _begin_start(self, pool: Pool, now: float) -> asyncio.Task[Member]:
+        if not pool.backoff.allows(now):
+            wait = pool.backoff.not_before - now
+            raise RestartingError(
+                f"{pool.key} keeps failing ({pool.backoff.failures} in a row); "
+                f"next start in {wait:.1f} s", wait,
+            )
+        pool.starting = self._spawn(self._start(pool, hydrating=not pool.members))
+        return pool.starting
+
+    async def _start(self, pool: Pool, hydrating: bool) -> Member:
+        if pool.backoff.failures:
+            pool.metrics.restarted()
+        began = self._clock()
         try:
             replica = await self._supervisor.start(pool.spec, self._hydrate_timeout)
-            pool.replicas.append(replica)
-            pool.last_used = self._clock()
-            return replica
+        except HydrationError as exc:
+            now = self._clock()
+            pool.backoff = pool.backoff.failed(now)
+            if hydrating:
+                pool.metrics.hydrated(False, now - began)
+            log.warning("%s did not start (%d in a row): %s", pool.key, pool.backoff.failures, exc)
+            raise
         finally:
-            pool.hydrating = None
+            pool.starting = None
+        now = self._clock()
+        if hydrating:
+            pool.metrics.hydrated(True, now - began)
+        # A pool retired meanwhile cancelled this start: supervisor.start killed the replica.
+        member = Member(replica, Upstream("127.0.0.1", replica.port), started_at=now)
+        pool.members.append(member)
+        if pool.new and len(pool.members) >= pool.scaling.initial_scale:
+            pool.new, pool.last_active = False, now  # retention counts from here
+        self.changed = True
+        self._spawn(self._watch(pool, member))
+        return member
+
+    async def _watch(self, pool: Pool, member: Member) -> None:
+        await member.replica.process.wait()
+        self._left(pool, member)
+
+    def _left(self, pool: Pool, member: Member) -> None:
+        """A member's process exited unasked (a drained member has already left)."""
+        if member not in pool.members:
+            return
+        pool.members.remove(member)
+        member.upstream.close()
+        self.changed = True
+        now = self._clock()
+        pool.backoff = pool.backoff.failed(now)
+        log.warning(
+            "%s: replica on port %d exited unasked after %.1f s",
+            pool.key, member.replica.port, now - member.started_at,
+        )
+        self._spawn(self._supervisor.stop(member.replica))  # reaps it, drops its PID file
+        self._converge(pool, now)
+
+    def _drain(self, pool: Pool, member: Member) -> None:
+        pool.members.remove(member)
+        self.changed = True
+        self._spawn(self._stop(member))
+
+    async def _stop(self, member: Member) -> None:
+        if member.inflight:
+            member.drained = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                    await member.drained.wait()
+        member.upstream.close()
+        await self._supervisor.stop(member.replica)
+
+    def _retire(self, pool: Pool) -> None:
+        """The service is gone: stop starting, drain and stop every replica."""
+        pool.removed = True
+        if pool.starting is not None:
+            pool.starting.cancel()
+        for member in list(pool.members):
+            self._drain(pool, member)
+        contract, version = pool.metrics.labels
+        self._metrics.forget(contract, version)
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved here, even for a start nobody waited on
+        if exc is not None and not isinstance(exc, HydrationError):  # those _start logs
+            log.error("pool task failed", exc_info=exc)
+
+
+async def _join(pool: Pool, start: asyncio.Task[Member]) -> Member:
+    try:
+        return await asyncio.shield(start)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if start.cancelled() and (task is None or not task.cancelling()):
+            raise HydrationError(f"{pool.key}: the variant was removed while it started") from None
+        raise
+
+
+def _inflight(member: Member) -> int:
+    return member.inflight
+
+
+def _drain_order(member: Member) -> tuple[int, float]:
+    return (member.inflight, -member.started_at)
 
 
 def runtime_spec(key: str, service: dict[str, Any]) -> RuntimeSpec:
@@ -131,17 +366,3 @@ def runtime_spec(key: str, service: dict[str, Any]) -> RuntimeSpec:
     env = {e["name"]: e["value"] for e in container.get("env", [])}
     ready = container.get("readinessProbe", {}).get("httpGet", {}).get("path", "/v2/health/ready")
     return RuntimeSpec(service=key, env=env, ready_path=ready)
-
-
-def retention_seconds(service: dict[str, Any]) -> float:
-    annotations = service["spec"]["template"]["metadata"].get("annotations", {})
-    return parse_duration(annotations.get(RETENTION, "60s"))
-
-
-def parse_duration(text: str) -> float:
-    """Knative's durations as the local platform uses them: `90s`, `1.5s`, `500ms`, `2m`."""
-    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
-    for suffix, scale in units:
-        if text.endswith(suffix) and not (suffix == "s" and text.endswith("ms")):
-            return float(text[: -len(suffix)]) * scale
-    raise ValueError(f"not a duration: {text!r}")

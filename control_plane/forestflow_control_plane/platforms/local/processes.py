@@ -43,10 +43,12 @@ class SpawnedProcess:
 
 
 class ForkedProcess:
-    """A runtime forked by the zygote; a pidfd tells its exit and never hits a reused PID."""
+    """A runtime forked by the zygote; a pidfd tells its exit and never hits a reused PID.
+    Any number of tasks may wait on it at once (the pool's exit watch and a stop)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        self._exited: asyncio.Future[None] | None = None
         try:
             self._pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
@@ -65,20 +67,18 @@ class ForkedProcess:
                 signal.pidfd_send_signal(self._pidfd, sig)
 
     async def wait(self) -> None:
-        if self._pidfd < 0:
-            return
-        if self.running:
-            loop = asyncio.get_running_loop()
-            exited: asyncio.Future[None] = loop.create_future()
+        if self._exited is None:
+            self._exited = asyncio.get_running_loop().create_future()
+            if self.running:
+                asyncio.get_running_loop().add_reader(self._pidfd, self._on_exit)
+            else:
+                self._on_exit()
+        await asyncio.shield(self._exited)
 
-            def on_exit() -> None:
-                if not exited.done():
-                    exited.set_result(None)
-
-            loop.add_reader(self._pidfd, on_exit)
-            try:
-                await exited
-            finally:
-                loop.remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        self._pidfd = -1
+    def _on_exit(self) -> None:
+        if self._pidfd >= 0:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(None)

@@ -1,7 +1,8 @@
 """Runtime processes of the local platform: start one per replica (forked from the zygote
 when it runs, else spawned), wait for readiness, stop on dehydration or shutdown. Each PID
 is written under the state directory so that `ffctl down` can stop a runtime even if the
-gateway that started it died."""
+gateway that started it died. Which replicas should run is the pools' business, not this
+module's."""
 
 from __future__ import annotations
 
@@ -42,7 +43,6 @@ class Replica:
     process: RuntimeProcess
     port: int
     pid_file: Path
-    inflight: int = 0
 
     @property
     def url(self) -> str:
@@ -109,12 +109,18 @@ class Supervisor:
         await self._stop_zygote()
 
     async def start(self, spec: RuntimeSpec, timeout: float) -> Replica:
-        """Start a replica and return it once ready; stop it and raise if it is not."""
+        """Start a replica and return it once ready; stop it and raise if it is not. Safe to
+        cancel: a replica cancelled while starting is killed, never left behind."""
         port = _free_port()
         env = {**self._platform_env, **spec.env, "FF_HOST": "127.0.0.1", "FF_PORT": str(port)}
         safe = spec.service.replace("/", "_")
         log_path = self._logs / f"runtime-{safe}-{port}.log"
-        process = await self._launch(env, log_path)
+        launching = asyncio.ensure_future(self._launch(env, log_path))
+        try:
+            process = await asyncio.shield(launching)
+        except asyncio.CancelledError:
+            launching.add_done_callback(_kill_launched)
+            raise
         pid_file = self._pids / f"{safe}-{port}.pid"
         pid_file.write_text(f"{process.pid}\n")
         replica = Replica(process, port, pid_file)
@@ -124,6 +130,9 @@ class Supervisor:
             await self.stop(replica)
             why = "did not become ready in time" if isinstance(exc, TimeoutError) else str(exc)
             raise HydrationError(f"{spec.service}: {why}; log: {_tail(log_path)}") from None
+        except asyncio.CancelledError:
+            await self.stop(replica, grace=0.0)  # not ready: nothing in flight to finish
+            raise
         return replica
 
     async def stop(self, replica: Replica, grace: float = STOP_GRACE_S) -> None:
@@ -207,6 +216,12 @@ async def _terminate(process: RuntimeProcess, grace: float) -> None:
             await process.wait()
     else:
         await process.wait()
+
+
+def _kill_launched(launching: asyncio.Future[RuntimeProcess]) -> None:
+    """The process of a launch whose start was cancelled: killed (its parent reaps it)."""
+    if not launching.cancelled() and launching.exception() is None:
+        launching.result().send_signal(signal.SIGKILL)
 
 
 def _free_port() -> int:

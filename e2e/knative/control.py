@@ -1,0 +1,144 @@
+"""The control plane as the cluster scenarios run it: model files for the test's contract,
+deploys enqueued on the rollout queue as the API enqueues them, a real RQ worker process
+with FF_PLATFORM=knative, and what the store and the cluster say of the rollout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+from kubernetes import client
+from redis import Redis
+from rq import Queue
+
+from forestflow_control_plane import names
+from forestflow_control_plane.deployments import register
+from forestflow_control_plane.model_file import ModelFile, validate_model_file
+from forestflow_control_plane.platforms.knative import GROUP, VERSION
+from forestflow_control_plane.policies.phase_in import FINISHED
+from forestflow_control_plane.rollouts import JOB_TIMEOUT_S, start_rollout
+from forestflow_control_plane.store import Store
+
+WORKER = [sys.executable, "-m", "forestflow_control_plane", "worker"]
+PROMETHEUS_MISSING = (
+    "FF_PROMETHEUS_URL: a Prometheus scraping the cluster's runtime pods (see "
+    "knative/prometheus/scrape.yaml); gates cannot scrape pods from outside the cluster, and "
+    "the knative worker needs it to start (metrics.source_for)"
+)
+
+
+def spec(
+    namespace: str, version: str, models: str, artifact: str | None = None, **sections: Any
+) -> ModelFile:
+    """The test contract's model file for `version`, serving `<artifact or version>.pt2`
+    from the in-cluster file server, one warm replica; `sections` replace or extend the
+    top-level sections (`rollout`, `slo`, `expiry`, `shadow`) and `variant=` merges into
+    the variant."""
+    variant: dict[str, Any] = {
+        "version": version,
+        "model": {"uri": f"{models}/{artifact or version}.pt2", "format": "torch_export"},
+        "scaling": {"min_replicas": 1, "max_replicas": 1},
+    }
+    variant.update(sections.pop("variant", {}))
+    return validate_model_file({
+        "contract": {
+            "name": f"{namespace}/mlp",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
+            "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, 3]}],
+        },
+        "variant": variant,
+        "rollout": {"phase_in": {"policy": "immediate"}},
+        **sections,
+    })
+
+
+def enqueue_deploy(redis: Redis, model: ModelFile) -> None:
+    """What `POST /v1/deploy` does for a new version: register it, enqueue its rollout."""
+    register(Store(redis), model, who="e2e")
+    Queue(names.ROLLOUT_QUEUE, connection=redis).enqueue(
+        start_rollout, model.contract.name, model.variant.version, job_timeout=JOB_TIMEOUT_S,
+        description=f"rollout {model.contract.name}@{model.variant.version}",
+    )
+
+
+def rollout(redis: Redis, contract: str) -> dict[str, Any]:
+    return Store(redis).get(contract).contract.rollout or {}
+
+
+def finished(redis: Redis, contract: str, version: str) -> str | None:
+    """The status `version`'s rollout finished with; None while it runs (or is not its)."""
+    record = rollout(redis, contract)
+    status = (record.get("progress") or {}).get("status")
+    return status if record.get("candidate") == version and status in FINISHED else None
+
+
+def traffic(redis: Redis, contract: str) -> dict[str, int]:
+    """The stored split, the versions with a share only."""
+    return {v: p for v, p in Store(redis).get(contract).contract.traffic.items() if p > 0}
+
+
+def states(redis: Redis, contract: str) -> dict[str, str]:
+    return {v: str(r.state) for v, r in Store(redis).get(contract).variants.items()}
+
+
+def services(kube: client.ApiClient, namespace: str) -> list[str]:
+    listed = cast(dict[str, Any], client.CustomObjectsApi(kube).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "services",
+        label_selector=f"forestflow.dev/contract={namespace}.mlp",
+    ))
+    return sorted(item["metadata"]["name"] for item in listed["items"])
+
+
+def service_url(kube: client.ApiClient, namespace: str, name: str) -> str | None:
+    """The URL Knative gives the Service, once it has one."""
+    service = cast(dict[str, Any], client.CustomObjectsApi(kube).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "services", name
+    ))
+    url = (service.get("status") or {}).get("url")
+    return str(url) if url else None
+
+
+class Workers:
+    """Real `python -m forestflow_control_plane worker` processes on the test's Redis, each
+    in its own process group (an RQ worker forks a work horse per job)."""
+
+    def __init__(self, redis_url: str, home: Path) -> None:
+        self.env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "FF_HOME")}
+        self.env.update({
+            "REDIS_URL": redis_url, "FF_PLATFORM": "knative", "FF_HOME": str(home),
+            "FF_RECONCILE_SECONDS": "5",
+        })
+        self.log = home / "worker.log"
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            process = subprocess.Popen(
+                WORKER, env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.processes.append(process)
+        return process
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the worker and any work horse it forked, as a crash would."""
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    self.kill(process)
+
+    def tail(self) -> str:
+        return self.log.read_text()[-3000:] if self.log.exists() else "(no worker log)"
+
