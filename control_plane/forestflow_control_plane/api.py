@@ -34,7 +34,7 @@ from forestflow_control_plane.deployments import (
     retire,
     swap_of,
 )
-from forestflow_control_plane.desired import DesiredState, desired_state
+from forestflow_control_plane.desired import desired_state, nothing
 from forestflow_control_plane.model_file import (
     DNS_LABEL,
     FieldError,
@@ -203,9 +203,9 @@ def create_app(settings: Settings, tokens: Tokens) -> FastAPI:
             )
         except NotFoundError:
             # A delete that committed but died before the platform apply left objects behind.
-            request.app.state.platform.apply(_nothing_of(contract))
+            request.app.state.platform.apply(nothing(contract))
             raise
-        request.app.state.platform.apply(_nothing_of(contract))
+        request.app.state.platform.apply(nothing(contract))
         return deleted.to_dict()
 
     @app.get(CONTRACT_PATH + "/variants", tags=["variants"], responses=READ_ERRORS)
@@ -339,11 +339,6 @@ def _variant(snapshot: ContractSnapshot, version: str) -> VariantRecord:
     if version not in snapshot.variants:
         raise NotFoundError(f"variant {snapshot.contract.name}@{version} not found")
     return snapshot.variants[version]
-
-
-def _nothing_of(contract: str) -> DesiredState:
-    """A desired state with no variants: the platform removes every object of `contract`."""
-    return DesiredState(contract=contract, contract_spec={}, traffic={}, variants=())
 
 
 def _last_line(text: str) -> str:

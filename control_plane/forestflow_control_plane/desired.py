@@ -46,6 +46,11 @@ class DesiredState:
     sticky_header: str | None = None
 
 
+def nothing(contract: str) -> DesiredState:
+    """A desired state with no variants: the platform removes every object of `contract`."""
+    return DesiredState(contract=contract, contract_spec={}, traffic={}, variants=())
+
+
 def desired_state(snapshot: ContractSnapshot) -> DesiredState:
     live = sorted(
         (v for v in snapshot.variants.values() if v.state in LIVE_STATES),

@@ -23,7 +23,8 @@ log = logging.getLogger("forestflow.reconcile")
 
 
 def reconcile_all(rollouts: Rollouts, contracts: list[str]) -> dict[str, list[str]]:
-    """Reconcile each contract on its own: one that fails is logged, not the end of the pass."""
+    """Reconcile each contract on its own: one that fails is logged, not the end of the pass.
+    Then remove what is left on the platform of contracts no longer held."""
     done: dict[str, list[str]] = {}
     for contract in contracts:
         try:
@@ -36,6 +37,14 @@ def reconcile_all(rollouts: Rollouts, contracts: list[str]) -> dict[str, list[st
         if actions:
             log.info("reconcile %s: %s", contract, "; ".join(actions))
             done[contract] = actions
+    try:
+        orphans = rollouts.remove_orphans()
+    except Exception:
+        log.exception("removing the objects of deleted contracts failed")
+        return done
+    for contract in orphans:
+        log.info("reconcile %s: removed the objects of a deleted contract", contract)
+        done[contract] = ["removed the objects of a deleted contract"]
     return done
 
 

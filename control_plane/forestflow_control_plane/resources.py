@@ -27,6 +27,17 @@ RUNTIME_PORT = 8080
 PROGRESS_DEADLINE_S = 600
 
 
+def contract_label(contract: str) -> str:
+    """The contract as a label value: a label cannot hold the slash of `fraud/scoring`."""
+    return contract.replace("/", ".")
+
+
+def contract_of(obj: dict[str, Any]) -> str | None:
+    """The contract an object belongs to, by its label; None for an object not ForestFlow's."""
+    label = (obj["metadata"].get("labels") or {}).get(CONTRACT_LABEL)
+    return None if label is None else label.replace(".", "/", 1)
+
+
 def model_name(contract: str) -> str:
     """The name the runtime serves the model under: the contract's own name."""
     return names.split_contract(contract)[1]
@@ -45,7 +56,7 @@ def make_service(
     service = names.service_name(contract, variant.version)
     scaling = variant.spec["scaling"]
     batching = variant.spec["batching"]
-    labels = {CONTRACT_LABEL: contract.replace("/", "."), VERSION_LABEL: variant.version}
+    labels = {CONTRACT_LABEL: contract_label(contract), VERSION_LABEL: variant.version}
     template: dict[str, Any] = {
         "metadata": {
             "labels": {**labels, REVISION_LABEL: str(variant.spec.get("revision", 1))},
@@ -101,7 +112,7 @@ def make_route(state: DesiredState, revisions: Mapping[str, str]) -> dict[str, A
     metadata: dict[str, Any] = {
         "name": name,
         "namespace": namespace,
-        "labels": {CONTRACT_LABEL: state.contract.replace("/", ".")},
+        "labels": {CONTRACT_LABEL: contract_label(state.contract)},
     }
     if state.sticky_header:
         metadata["annotations"] = {STICKY_HEADER_ANNOTATION: state.sticky_header}

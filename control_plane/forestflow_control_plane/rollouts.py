@@ -20,7 +20,7 @@ from redis import Redis
 from rq import Queue, get_current_job
 
 from forestflow_control_plane import names
-from forestflow_control_plane.desired import LIVE_STATES, desired_state
+from forestflow_control_plane.desired import LIVE_STATES, desired_state, nothing
 from forestflow_control_plane.metrics import MetricsSource, MetricsUnavailableError, source_for
 from forestflow_control_plane.platforms import knative
 from forestflow_control_plane.platforms.base import Platform
@@ -209,6 +209,18 @@ class Rollouts:
         if self._platform.apply(desired_state(snapshot)):
             done.append("re-applied the desired state")
         return done
+
+    def remove_orphans(self) -> list[str]:
+        """Remove the objects of contracts the store no longer holds (a rollout job that
+        raced a contract delete applies after the delete did), and return those contracts.
+        The platform is read before the store, so a contract made meanwhile counts as held;
+        one deleted and made again between the reads loses its objects until the next
+        reconcile puts them back as drift."""
+        on_platform = self._platform.contracts()
+        orphans = sorted(on_platform - set(self._store.contracts()))
+        for contract in orphans:
+            self._platform.apply(nothing(contract))
+        return orphans
 
     def _judge(
         self, snapshot: ContractSnapshot, version: str, token: int, now: float

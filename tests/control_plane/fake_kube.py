@@ -44,6 +44,7 @@ KINDS = {"services": "Service", "routes": "Route", "revisions": "Revision"}
 APPLY = "application/apply-patch+yaml"
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 COLLECTION = "/apis/{group}/{version}/namespaces/{namespace}/{plural}"
+ALL_NAMESPACES = "/apis/{group}/{version}/{plural}"
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class FakeKube:
         self._lock = threading.Lock()
         self._validators = {"services": crd_validator("Service"), "routes": crd_validator("Route")}
         self.app = Starlette(routes=[
+            Route(ALL_NAMESPACES, self._handle, methods=["GET"]),
             Route(COLLECTION, self._handle, methods=["GET"]),
             Route(COLLECTION + "/{name}", self._handle, methods=["GET", "PATCH", "DELETE"]),
         ])
@@ -139,7 +141,8 @@ class FakeKube:
                 raise KubeError(404, "NotFound", "the server could not find the requested resource")
             with self._lock:
                 if "name" not in params:
-                    return JSONResponse(self._list(params["namespace"], params["plural"], query))
+                    namespace = params.get("namespace")
+                    return JSONResponse(self._list(namespace, params["plural"], query))
                 key = (params["plural"], params["namespace"], params["name"])
                 if request.method == "PATCH":
                     answer, code = self._apply(key, query, content_type, body)
@@ -159,11 +162,12 @@ class FakeKube:
             )
         return self._objects[key]
 
-    def _list(self, namespace: str, plural: str, query: dict[str, str]) -> dict[str, Any]:
+    def _list(self, namespace: str | None, plural: str, query: dict[str, str]) -> dict[str, Any]:
+        """A namespace's objects, or every namespace's when `namespace` is None."""
         wanted = _selector(query.get("labelSelector", ""))
         items = [
             obj for (p, ns, _), obj in sorted(self._objects.items())
-            if (p, ns) == (plural, namespace)
+            if p == plural and namespace in (None, ns)
             and _selects(wanted, obj["metadata"].get("labels") or {})
         ]
         return {

@@ -126,6 +126,7 @@ async def test_a_failed_exchange_says_whether_any_answer_came_back(
     with pytest.raises(UpstreamError) as failed:
         await asyncio.wait_for(upstream.send(REQUEST), 5)
     assert failed.value.answered is answered
+    assert failed.value.refused is False
 
 
 async def test_a_refused_connection_was_never_answered() -> None:
@@ -133,6 +134,7 @@ async def test_a_refused_connection_was_never_answered() -> None:
     with pytest.raises(UpstreamError, match="cannot connect") as failed:
         await upstream.send(REQUEST)
     assert failed.value.answered is False
+    assert failed.value.refused is True
 
 
 async def test_an_answer_that_closes_the_connection_is_not_followed_on_it(

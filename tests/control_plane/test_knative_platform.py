@@ -183,6 +183,21 @@ def test_no_variant_left_deletes_the_route_then_the_services(
     assert kube.names("services", "fraud") == kube.names("routes", "fraud") == []
 
 
+def test_contracts_are_read_across_namespaces_from_services_and_routes(
+    kube: FakeKube, platform: KnativePlatform
+) -> None:
+    assert platform.contracts() == set()
+    platform.apply(fraud())
+    platform.apply(replace(fraud(), contract="examples/mlp"))
+    assert platform.contracts() == {"fraud/scoring", "examples/mlp"}
+    assert {r.path for r in kube.requests[-2:]} == {
+        "/apis/serving.knative.dev/v1/services", "/apis/serving.knative.dev/v1/routes"
+    }
+    assert {r.query["labelSelector"] for r in kube.requests[-2:]} == {"forestflow.dev/contract"}
+    platform.apply(replace(fraud(), traffic={}, variants=()))
+    assert platform.contracts() == {"examples/mlp"}
+
+
 def ready(kube: FakeKube, service: str, replicas: int, ok: bool = True) -> None:
     """What Knative's controller writes once a revision serves (or fails to)."""
     obj = kube.get("services", "fraud", service)

@@ -6,11 +6,14 @@ from typing import Any
 import pytest
 from redis import Redis
 
+from forestflow_control_plane import names
 from forestflow_control_plane.deployments import register
 from forestflow_control_plane.metrics import MetricsUnavailableError
 from forestflow_control_plane.model_file import ModelFile, validate_model_file
+from forestflow_control_plane.platforms.local.platform import LocalPlatform
 from forestflow_control_plane.platforms.memory import MemoryPlatform
 from forestflow_control_plane.policies.gates import Metrics
+from forestflow_control_plane.reconcile import reconcile_all
 from forestflow_control_plane.records import VariantState
 from forestflow_control_plane.rollouts import Action, Rollouts, StepCall
 from forestflow_control_plane.store import ConflictError, Store
@@ -299,3 +302,25 @@ def test_reconcile_runs_a_step_whose_job_was_lost(world: Any) -> None:
     assert rollouts.reconcile(C) == ["ran the overdue step of v2"]
     assert store.get(C).contract.traffic == {"v1": 0, "v2": 100}
     assert len(scheduled) == 1
+
+
+def test_a_reconcile_pass_removes_what_a_deleted_contract_left_on_the_platform(
+    redis: Redis,
+) -> None:
+    store, platform = Store(redis), LocalPlatform(redis, "runtime:test")
+    rollouts = Rollouts(store, platform, lambda call: None)
+    other = model_file("v1").model_dump(mode="json", by_alias=True)
+    other["contract"]["name"] = "examples/other"
+    for model in (variant("v1"), validate_model_file(other)):
+        register(store, model, who="t")
+        rollouts.start(model.contract.name, "v1")
+    assert platform.contracts() == {C, "examples/other"}
+    # A rollout job that raced the delete re-applied after the delete's own apply.
+    store.delete("examples/other", who="t")
+    assert reconcile_all(rollouts, store.contracts()) == {
+        "examples/other": ["removed the objects of a deleted contract"]
+    }
+    assert platform.contracts() == {C}
+    assert redis.hkeys(names.LOCAL_SERVICES) == [b"examples/ff-mlp-v1"]
+    assert redis.hkeys(names.LOCAL_ROUTES) == [b"examples/mlp"]
+    assert reconcile_all(rollouts, store.contracts()) == {}

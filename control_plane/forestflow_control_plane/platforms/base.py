@@ -37,6 +37,11 @@ class Platform(Protocol):
     def observe(self, contract: str) -> dict[str, VariantStatus]:
         ...
 
+    def contracts(self) -> set[str]:
+        """Every contract that has objects on the platform, whether or not the store still
+        holds it."""
+        ...
+
     def replica_urls(self, contract: str, version: str) -> list[str]:
         """Running replicas the control plane can reach to swap weights in place; none
         where the platform swaps by starting a new revision instead (knative)."""

@@ -24,7 +24,13 @@ from kubernetes.client.exceptions import ApiException
 from forestflow_control_plane import admission, names
 from forestflow_control_plane.desired import DesiredState
 from forestflow_control_plane.platforms.base import PlatformError, VariantStatus
-from forestflow_control_plane.resources import CONTRACT_LABEL, VERSION_LABEL, make_objects
+from forestflow_control_plane.resources import (
+    CONTRACT_LABEL,
+    VERSION_LABEL,
+    contract_label,
+    contract_of,
+    make_objects,
+)
 from forestflow_control_plane.settings import Settings, SettingsError
 
 GROUP, VERSION = "serving.knative.dev", "v1"
@@ -99,6 +105,18 @@ class KnativePlatform:
             replicas = int((revision.get("status") or {}).get("actualReplicas") or 0)
             statuses[version] = VariantStatus(version, _ready(service), replicas)
         return statuses
+
+    def contracts(self) -> set[str]:
+        """Read across namespaces (the one cluster-wide read; the RBAC in knative/ allows it)."""
+        owners: set[str | None] = set()
+        for kind in ("Service", "Route"):
+            with self._errors(f"list {PLURALS[kind]} in all namespaces ({CONTRACT_LABEL})"):
+                listed = self._objects.list_cluster_custom_object(
+                    GROUP, VERSION, PLURALS[kind], label_selector=CONTRACT_LABEL,
+                    _request_timeout=REQUEST_TIMEOUT_S,
+                )
+            owners.update(contract_of(o) for o in cast(dict[str, Any], listed)["items"])
+        return {contract for contract in owners if contract is not None}
 
     def replica_urls(self, contract: str, version: str) -> list[str]:
         return []
@@ -180,7 +198,7 @@ class KnativePlatform:
 
 
 def _selector(contract: str) -> str:
-    return f"{CONTRACT_LABEL}={contract.replace('/', '.')}"
+    return f"{CONTRACT_LABEL}={contract_label(contract)}"
 
 
 def _ready(obj: dict[str, Any]) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 from forestflow_control_plane.desired import DesiredState
 from forestflow_control_plane.platforms.base import VariantStatus
-from forestflow_control_plane.resources import CONTRACT_LABEL, make_objects
+from forestflow_control_plane.resources import contract_of, make_objects
 
 
 class MemoryPlatform:
@@ -22,7 +22,6 @@ class MemoryPlatform:
     def apply(self, state: DesiredState) -> bool:
         """Keep exactly the desired objects of this contract, as the real platforms do."""
         self.applies += 1
-        label = state.contract.replace("/", ".")
         wanted = {
             (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]): o
             for o in make_objects(state, self.image)
@@ -30,7 +29,7 @@ class MemoryPlatform:
         current = {
             key: obj
             for key, obj in self.objects.items()
-            if obj["metadata"]["labels"].get(CONTRACT_LABEL) == label
+            if contract_of(obj) == state.contract
         }
         for key in current.keys() - wanted.keys():
             del self.objects[key]
@@ -39,6 +38,9 @@ class MemoryPlatform:
 
     def observe(self, contract: str) -> dict[str, VariantStatus]:
         return {}
+
+    def contracts(self) -> set[str]:
+        return {c for c in map(contract_of, self.objects.values()) if c is not None}
 
     def replica_urls(self, contract: str, version: str) -> list[str]:
         return list(self.replicas.get((contract, version), []))

@@ -5,10 +5,12 @@ the gateway's own endpoints (/healthz, /metrics) and the loops that keep routes 
 current.
 
 A request whose replica refused or dropped the connection before a byte of its answer came
-back (the replica just died, or closed a kept-alive connection as it was reused) is sent once
-more, to another replica or a new one: inference is idempotent and the client has seen
-nothing. A second such failure, or one after part of an answer, is answered 502; a variant
-that cannot start is answered 503 (with Retry-After while its restarts back off).
+back (the replica just died, or closed a kept-alive connection as it was reused) is sent
+again, to another replica or a new one: inference is idempotent and the client has seen
+nothing. A replica that refused leaves the pool at once, so a dying replica costs a request
+at most its two resends. A third such failure, or one after part of an answer, is answered
+502; a variant that cannot start is answered 503 (with Retry-After while its restarts back
+off).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ REQUEST_DROPPED = HOP_BY_HOP | {b"expect"}
 RESPONSE_DROPPED = HOP_BY_HOP | {b"date", b"server"}
 HEAD_RESPONSE_DROPPED = RESPONSE_DROPPED - {b"content-length"}
 TICK_S = 0.2
+MAX_SENDS = 3  # a request unanswered by replicas that fail is sent at most this often
 RESYNC_INTERVAL_S = 5.0
 VARIANT_HEADER = b"x-forestflow-variant"
 JSON = b"application/json"
@@ -219,9 +222,9 @@ class Gateway:
     async def _proxy(
         self, pool: Pool, request: bytes, version: str, method: str, send: Send
     ) -> int:
-        """Forward to a replica, once more after a fresh failure (see the module's
-        docstring); return the status sent."""
-        retried = False
+        """Forward to a replica, again after a fresh failure (see the module's docstring);
+        return the status sent."""
+        failed = 0
         while True:
             member = pool.take()
             try:
@@ -237,11 +240,11 @@ class Gateway:
             try:
                 answer = await member.upstream.send(request, head_only=method == "HEAD")
             except UpstreamError as exc:
-                await self._pools.lost(pool, member)
-                if retried or exc.answered:
+                await self._pools.lost(pool, member, exc.refused)
+                failed += 1
+                if failed == MAX_SENDS or exc.answered:
                     return await _respond(send, 502, {"error": f"variant {version}: {exc}"})
                 log.info("%s: sending again: %s", pool.key, exc)
-                retried = True
                 continue
             finally:
                 pool.give_back(member)

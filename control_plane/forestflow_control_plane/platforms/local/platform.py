@@ -22,7 +22,12 @@ from forestflow_control_plane import admission, names
 from forestflow_control_plane.desired import DesiredState
 from forestflow_control_plane.platforms.base import TrialError, VariantStatus
 from forestflow_control_plane.redis_server import free_port
-from forestflow_control_plane.resources import CONTRACT_LABEL, VERSION_LABEL, make_objects
+from forestflow_control_plane.resources import (
+    VERSION_LABEL,
+    contract_label,
+    contract_of,
+    make_objects,
+)
 
 HASH_OF_KIND = {"Service": names.LOCAL_SERVICES, "Route": names.LOCAL_ROUTES}
 
@@ -73,14 +78,13 @@ class LocalPlatform:
             (HASH_OF_KIND[o["kind"]], _field(o)): orjson.dumps(o, option=orjson.OPT_SORT_KEYS)
             for o in objects
         }
-        label = state.contract.replace("/", ".")
         pipe = self._redis.pipeline()
         for key in HASH_OF_KIND.values():
             pipe.hgetall(key)
         current = {}
         for key, rows in zip(HASH_OF_KIND.values(), pipe.execute(), strict=True):
             for field, raw in rows.items():
-                if orjson.loads(raw)["metadata"]["labels"].get(CONTRACT_LABEL) == label:
+                if contract_of(orjson.loads(raw)) == state.contract:
                     current[(key, field.decode())] = raw
         if current == wanted:
             return False
@@ -95,7 +99,7 @@ class LocalPlatform:
         return True
 
     def observe(self, contract: str) -> dict[str, VariantStatus]:
-        label = contract.replace("/", ".")
+        label = contract_label(contract)
         statuses = {}
         for raw in self._redis.hvals(names.LOCAL_STATUS):
             status = orjson.loads(raw)
@@ -104,6 +108,13 @@ class LocalPlatform:
                     status["version"], status["ready"], status["replicas"]
                 )
         return statuses
+
+    def contracts(self) -> set[str]:
+        pipe = self._redis.pipeline()
+        for key in HASH_OF_KIND.values():
+            pipe.hvals(key)
+        owners = (contract_of(orjson.loads(raw)) for rows in pipe.execute() for raw in rows)
+        return {contract for contract in owners if contract is not None}
 
     def replica_urls(self, contract: str, version: str) -> list[str]:
         """Base URLs of the variant's running replicas. Read from the supervisor's PID files

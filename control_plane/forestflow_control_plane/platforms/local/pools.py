@@ -41,7 +41,7 @@ from forestflow_control_plane.platforms.local.supervisor import (
     Supervisor,
 )
 from forestflow_control_plane.platforms.local.upstream import Upstream
-from forestflow_control_plane.resources import CONTRACT_LABEL, VERSION_LABEL
+from forestflow_control_plane.resources import VERSION_LABEL, contract_of
 
 MAX_WAITERS = 1000
 DRAIN_TIMEOUT_S = 60.0
@@ -170,9 +170,8 @@ class Pools:
                 continue
             pool = self._pools.get(key)
             if pool is None:
-                labels = service["metadata"]["labels"]
-                contract = labels[CONTRACT_LABEL].replace(".", "/", 1)
-                metrics = self._metrics.variant(contract, labels[VERSION_LABEL])
+                version = service["metadata"]["labels"][VERSION_LABEL]
+                metrics = self._metrics.variant(str(contract_of(service)), version)
                 self._pools[key] = Pool(key, spec, scaling, metrics, self._clock)
             else:
                 pool.spec, pool.scaling = spec, scaling
@@ -198,14 +197,16 @@ class Pools:
         assert member is not None
         return member
 
-    async def lost(self, pool: Pool, member: Member) -> None:
-        """The member's connection failed. If its process is gone, or goes within a moment
-        (a killed process resets its connections just before it can be seen to exit), it
-        leaves the pool now, before its exit watch tells, and a retry cannot reach it."""
+    async def lost(self, pool: Pool, member: Member, refused: bool) -> None:
+        """The member's connection failed. If nothing listens on its port (`refused`), or
+        its process is gone or goes within a moment (a killed process resets its
+        connections just before it can be seen to exit), it leaves the pool now, before its
+        exit watch tells, and a retry cannot reach it."""
         member.upstream.reset()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(member.replica.process.wait(), LOST_GRACE_S)
-        if not member.replica.process.running:
+        if not refused:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(member.replica.process.wait(), LOST_GRACE_S)
+        if refused or not member.replica.process.running:
             self._left(pool, member)
 
     def tick(self) -> None:
@@ -289,7 +290,8 @@ class Pools:
         self._left(pool, member)
 
     def _left(self, pool: Pool, member: Member) -> None:
-        """A member's process exited unasked (a drained member has already left)."""
+        """A member's process exited unasked, or stopped listening (a drained member has
+        already left); it is stopped and replaced."""
         if member not in pool.members:
             return
         pool.members.remove(member)
@@ -298,7 +300,7 @@ class Pools:
         now = self._clock()
         pool.backoff = pool.backoff.failed(now)
         log.warning(
-            "%s: replica on port %d exited unasked after %.1f s",
+            "%s: replica on port %d lost unasked after %.1f s",
             pool.key, member.replica.port, now - member.started_at,
         )
         self._spawn(self._supervisor.stop(member.replica))  # reaps it, drops its PID file

@@ -17,11 +17,13 @@ CONNECT_TIMEOUT_S = 5.0
 
 class UpstreamError(ConnectionError):
     """The replica refused, dropped or garbled the exchange. `answered` is False when not a
-    byte of a response came back: the request may be retried elsewhere."""
+    byte of a response came back: the request may be retried elsewhere. `refused` is True
+    when no connection could be made: nothing listens there any more."""
 
-    def __init__(self, message: str, answered: bool) -> None:
+    def __init__(self, message: str, answered: bool, refused: bool = False) -> None:
         super().__init__(message)
         self.answered = answered
+        self.refused = refused
 
 
 class Answer:
@@ -153,5 +155,7 @@ class Upstream:
                 _, connection = await loop.create_connection(_Connection, self._host, self._port)
         except (OSError, TimeoutError) as exc:
             where = f"{self._host}:{self._port}"
-            raise UpstreamError(f"cannot connect to {where}: {exc}", answered=False) from None
+            raise UpstreamError(
+                f"cannot connect to {where}: {exc}", answered=False, refused=True
+            ) from None
         return connection
