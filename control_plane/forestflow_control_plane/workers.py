@@ -3,11 +3,14 @@ periodic reconcile.
 
 RQ's scheduler holds a lock per queue for 61 s; a worker killed with SIGKILL keeps it that
 long and its scheduled rollout steps wait. At start, a lock whose holder was a process on
-this host that no longer exists is released, so a restarted worker resumes at once.
+this host that no longer exists is released, so a restarted worker resumes at once. A holder
+with this very process's PID is a predecessor too: a container restarted in its pod has the
+same host name and PID 1 again, and a worker just starting holds no lock yet.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 
 import psutil
@@ -34,7 +37,8 @@ def release_stale_scheduler_locks(redis: Redis, queue_names: list[str]) -> list[
         }
         host = info.get("hostname", "")
         pid = int(info.get("pid") or 0)
-        dead = not info or (host == socket.gethostname() and not _alive(pid))
+        here = host == socket.gethostname()
+        dead = not info or (here and (pid == os.getpid() or not _alive(pid)))
         if dead and redis.eval(_DELETE_IF_HOLDER, 1, lock, holder):
             released.append(queue)
     return released

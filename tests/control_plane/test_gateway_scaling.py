@@ -89,3 +89,32 @@ def test_min_scale_keeps_one_replica_warm_past_the_retention_period(gw: Harness)
     assert gw.runtime_pids("warm_") == [warm]
     labels = {"contract": "warm/scoring", "version": "v1"}
     assert gw.metric("forestflow_gateway_replicas", **labels) == 1
+
+
+def test_a_changed_template_rolls_the_replica_under_load_losing_nothing(gw: Harness) -> None:
+    gw.deploy("roll/scoring", {"v1": 100}, annotations={A + "min-scale": "1"})
+    url, labels = gw.predict_url("roll/scoring"), {"contract": "roll/scoring", "version": "v1"}
+    eventually(lambda: served(gw, url), 60, "the contract to be served")
+    (old,) = gw.runtime_pids("roll_")
+
+    async def scenario() -> list[int]:
+        statuses: list[int] = []
+        stop = asyncio.Event()
+        load = asyncio.create_task(clients(url, 4, stop, statuses))
+        await until(lambda: len(statuses) >= 50, 30, "traffic flowing")
+        gw.deploy("roll/scoring", {"v1": 100}, annotations={A + "min-scale": "1"},
+                  batch_window_ms=3.0)
+        await until(lambda: len(pids := gw.runtime_pids("roll_")) == 1 and old not in pids,
+                    60, "the old replica replaced")
+        served_before = len(statuses)
+        await until(lambda: len(statuses) >= served_before + 50, 30, "traffic on the new one")
+        stop.set()
+        await load
+        return statuses
+
+    statuses = asyncio.run(scenario())
+    assert set(statuses) == {200}, f"{len(statuses) - statuses.count(200)} failed"
+    (new,) = gw.runtime_pids("roll_")
+    assert new != old
+    assert gw.metric("forestflow_gateway_replicas", **labels) == 1
+    assert gw.metric("forestflow_gateway_restarts_total", **labels) == 0

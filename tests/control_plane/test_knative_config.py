@@ -93,9 +93,9 @@ def test_admission_judges_by_the_settings_shipped() -> None:
     assert shipped == CLUSTER
 
 
-def scrape_job() -> dict[str, Any]:
+def scrape_job(name: str = "forestflow-runtime") -> dict[str, Any]:
     config = yaml.safe_load((KNATIVE / "prometheus" / "scrape.yaml").read_text())
-    (job,) = config["scrape_configs"]
+    (job,) = (j for j in config["scrape_configs"] if j["job_name"] == name)
     return dict(job)
 
 
@@ -160,6 +160,26 @@ def test_the_scrape_config_keeps_only_runtime_serving_ports(
         assert labels["revision"] == "ff-scoring-v1-00001"
         assert labels["namespace"] == "fraud"
         assert labels["pod"] == target["__meta_kubernetes_pod_name"]
+
+
+def test_the_mirror_job_scrapes_the_mirror_pods_of_the_cluster_manifest_and_no_runtime() -> None:
+    job = scrape_job("forestflow-mirror")
+    manifest = list(yaml.safe_load_all((KNATIVE / "control-plane.yaml").read_text()))
+    (mirror,) = (d for d in manifest if d["metadata"]["name"] == "forestflow-mirror")
+    pod = mirror["spec"]["template"]
+    (port,) = pod["spec"]["containers"][0]["ports"]
+    meta = "__meta_kubernetes_pod_label_"
+    target = {
+        **pod_target(port["name"]), "__meta_kubernetes_namespace": mirror["metadata"]["namespace"],
+        **{meta + re.sub(r"[^A-Za-z0-9_]", "_", k): v
+           for k, v in pod["metadata"]["labels"].items()},
+    }
+    assert job["kubernetes_sd_configs"] == [
+        {"role": "pod", "namespaces": {"names": [mirror["metadata"]["namespace"]]}}
+    ]
+    assert relabel(job["relabel_configs"], target) is not None
+    runtime = pod_target("user-port", forestflow_dev_contract="fraud.scoring")
+    assert relabel(job["relabel_configs"], runtime) is None
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")

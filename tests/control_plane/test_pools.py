@@ -1,5 +1,6 @@
-"""Which failed replica leaves a pool: one that refuses connections goes at once even while
-its process lingers; one that only dropped a connection and lives on stays."""
+"""Pools with a supervisor whose replicas are stand-ins: which failed replica leaves (one that
+refuses connections goes at once even while its process lingers; one that only dropped a
+connection stays), and how a changed template rolls."""
 
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ from typing import Any
 
 from forestflow_control_plane.platforms.local.gateway_metrics import GatewayMetrics
 from forestflow_control_plane.platforms.local.pools import Pool, Pools
-from forestflow_control_plane.platforms.local.supervisor import Replica, RuntimeSpec
+from forestflow_control_plane.platforms.local.supervisor import HydrationError, Replica, RuntimeSpec
 from forestflow_control_plane.resources import CONTRACT_LABEL, VERSION_LABEL
 
-SERVICE: dict[str, Any] = {
-    "metadata": {"labels": {CONTRACT_LABEL: "fraud.scoring", VERSION_LABEL: "v1"}},
-    "spec": {"template": {
-        "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "1"}},
-        "spec": {"containers": [{"env": []}]},
-    }},
-}
+KEY = "fraud-scoring-v1"
+
+
+def service(min_scale: int = 1, **env: str) -> dict[str, Any]:
+    return {
+        "metadata": {"labels": {CONTRACT_LABEL: "fraud.scoring", VERSION_LABEL: "v1"}},
+        "spec": {"template": {
+            "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": str(min_scale)}},
+            "spec": {"containers": [{"env": [{"name": k, "value": v} for k, v in env.items()]}]},
+        }},
+    }
 
 
 class LingeringProcess:
@@ -48,16 +53,22 @@ class FakeSupervisor:
         self.tmp = tmp
         self.started: list[Replica] = []
         self.stopped: list[Replica] = []
+        self.log: list[str] = []  # "start N" and "stop N", in order
+        self.release = asyncio.Event()  # a start completes once set
+        self.release.set()
 
     async def start(self, spec: RuntimeSpec, timeout: float) -> Replica:
         n = len(self.started)
-        replica = Replica(LingeringProcess(1000 + n), 40000 + n, self.tmp / f"{n}.pid")
+        replica = Replica(LingeringProcess(n), 40000 + n, self.tmp / f"{n}.pid")
         self.started.append(replica)
+        await self.release.wait()
+        self.log.append(f"start {n}")
         return replica
 
     async def stop(self, replica: Replica, grace: float = 0.0) -> None:
         replica.process.send_signal(signal.SIGTERM)
         self.stopped.append(replica)
+        self.log.append(f"stop {replica.process.pid}")
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -70,18 +81,23 @@ def _ready(pool: Pool) -> Callable[[], bool]:
     return lambda: bool(pool.members) and pool.starting is None
 
 
-async def _pool_with_one_member(tmp_path: Path) -> tuple[Pools, Pool, FakeSupervisor]:
+async def _pool_with_members(
+    tmp_path: Path, count: int = 1, **env: str
+) -> tuple[Pools, Pool, FakeSupervisor]:
     supervisor = FakeSupervisor(tmp_path)
     pools = Pools(supervisor, GatewayMetrics(lambda: []), hydrate_timeout=5)  # type: ignore[arg-type]
-    pools.sync({"fraud-scoring-v1": SERVICE})
-    pool = pools.get("fraud-scoring-v1")
+    pools.sync({KEY: service(count, **env)})
+    pool = pools.get(KEY)
     assert pool is not None
-    await _until(_ready(pool))
+    for _ in range(count):
+        await _until(_ready(pool))
+        pools.tick()
+    await _until(lambda: len(pool.members) == count)
     return pools, pool, supervisor
 
 
 async def test_a_replica_that_refuses_leaves_at_once_and_is_replaced(tmp_path: Path) -> None:
-    pools, pool, supervisor = await _pool_with_one_member(tmp_path)
+    pools, pool, supervisor = await _pool_with_members(tmp_path)
     (member,) = pool.members
     await pools.lost(pool, member, refused=True)
     assert member not in pool.members
@@ -93,9 +109,56 @@ async def test_a_replica_that_refuses_leaves_at_once_and_is_replaced(tmp_path: P
 
 
 async def test_a_replica_that_dropped_a_connection_and_lives_stays(tmp_path: Path) -> None:
-    pools, pool, supervisor = await _pool_with_one_member(tmp_path)
+    pools, pool, supervisor = await _pool_with_members(tmp_path)
     (member,) = pool.members
     await pools.lost(pool, member, refused=False)
     assert pool.members == [member]
     assert supervisor.stopped == []
+    await pools.close()
+
+
+async def test_a_changed_template_rolls_one_replica_at_a_time_new_before_old(
+    tmp_path: Path,
+) -> None:
+    pools, pool, supervisor = await _pool_with_members(tmp_path, 2, FF_PAYLOAD_SAMPLE_RATE="0")
+    supervisor.release.clear()
+    pools.sync({KEY: service(2, FF_PAYLOAD_SAMPLE_RATE="0.5")})
+    await _until(lambda: len(supervisor.started) == 3)
+    assert len(pool.members) == 2 and supervisor.stopped == []  # the old serve meanwhile
+    supervisor.release.set()
+    async with asyncio.timeout(5):
+        while len(supervisor.log) < 6:
+            await _until(_ready(pool))
+            pools.tick()
+            assert len(pool.members) >= 2
+            await asyncio.sleep(0)
+    assert supervisor.log == ["start 0", "start 1", "start 2", "stop 1", "start 3", "stop 0"]
+    await _until(lambda: {m.replica.process.pid for m in pool.members} == {2, 3})
+    pools.tick()
+    assert len(supervisor.started) == 4  # rolled, and then left alone
+    await pools.close()
+
+
+async def test_a_new_template_that_cannot_start_leaves_the_old_replicas_serving(
+    tmp_path: Path,
+) -> None:
+    pools, pool, supervisor = await _pool_with_members(tmp_path, 1, FF_BATCH_WINDOW_MS="2")
+
+    async def refuse(spec: RuntimeSpec, timeout: float) -> Replica:
+        raise HydrationError("bad weights")
+
+    supervisor.start = refuse  # type: ignore[method-assign]
+    pools.sync({KEY: service(1, FF_BATCH_WINDOW_MS="5")})
+    await _until(lambda: pool.backoff.failures == 1 and pool.starting is None)
+    assert [m.replica.process.pid for m in pool.members] == [0]
+    assert supervisor.stopped == []
+    await pools.close()
+
+
+async def test_an_artifact_swapped_in_place_does_not_roll(tmp_path: Path) -> None:
+    pools, pool, supervisor = await _pool_with_members(tmp_path, 1, FF_MODEL_URI="a.safetensors")
+    pools.sync({KEY: service(1, FF_MODEL_URI="b.safetensors")})
+    pools.tick()
+    await asyncio.sleep(0)
+    assert pool.starting is None and len(supervisor.started) == 1
     await pools.close()

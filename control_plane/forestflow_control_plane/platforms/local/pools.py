@@ -9,6 +9,11 @@ and leaves it before it stops: it is drained (no request in flight is dropped), 
 A replica whose process dies leaves at once; it is restarted when the variant still wants it,
 under backoff.py's delays, and while those delays run a request that finds no replica is
 answered at once (RestartingError) rather than held through them.
+
+A Service whose template changes rolls as a new Knative revision would: one replica of the
+new template starts beside the old ones, then the oldest-template replica drains, one at a
+time, so capacity never drops and a new template that cannot start leaves the old serving.
+The artifact an in-place swap already loaded into the running replicas is no such change.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from forestflow_control_plane.platforms.local.backoff import Backoff
@@ -43,6 +48,8 @@ from forestflow_control_plane.platforms.local.supervisor import (
 from forestflow_control_plane.platforms.local.upstream import Upstream
 from forestflow_control_plane.resources import VERSION_LABEL, contract_of
 
+# What an in-place swap changes in the template after loading it into every running replica.
+SWAPPED_IN_PLACE = frozenset({"FF_MODEL_URI", "FF_MODEL_FORMAT"})
 MAX_WAITERS = 1000
 DRAIN_TIMEOUT_S = 60.0
 LOST_GRACE_S = 0.1
@@ -69,6 +76,7 @@ class Member:
     replica: Replica
     upstream: Upstream
     started_at: float
+    spec: RuntimeSpec  # the template it was started from
     inflight: int = 0
     drained: asyncio.Event | None = None  # set once draining and nothing is in flight
 
@@ -239,12 +247,16 @@ class Pools:
         if pool.removed or pool.starting is not None:
             return
         wanted, ready = pool.desired(now), len(pool.members)
-        if ready < wanted and pool.backoff.allows(now):
+        rolling = ready == wanted and any(_stale(m, pool.spec) for m in pool.members)
+        if (ready < wanted or rolling) and pool.backoff.allows(now):
             self._begin_start(pool, now)
         elif ready > wanted:
-            # Going to zero drains them all; scaling down drains the least busy, the newest
-            # of equals.
-            surplus = pool.members if wanted == 0 else [min(pool.members, key=_drain_order)]
+            # Going to zero drains them all; scaling down drains an old template's replica
+            # first, then the least busy, the newest of equals.
+            def order(member: Member) -> tuple[bool, int, float]:
+                return (not _stale(member, pool.spec), member.inflight, -member.started_at)
+
+            surplus = pool.members if wanted == 0 else [min(pool.members, key=order)]
             for member in list(surplus):
                 self._drain(pool, member)
 
@@ -261,9 +273,9 @@ class Pools:
     async def _start(self, pool: Pool, hydrating: bool) -> Member:
         if pool.backoff.failures:
             pool.metrics.restarted()
-        began = self._clock()
+        began, spec = self._clock(), pool.spec
         try:
-            replica = await self._supervisor.start(pool.spec, self._hydrate_timeout)
+            replica = await self._supervisor.start(spec, self._hydrate_timeout)
         except HydrationError as exc:
             now = self._clock()
             pool.backoff = pool.backoff.failed(now)
@@ -277,7 +289,7 @@ class Pools:
         if hydrating:
             pool.metrics.hydrated(True, now - began)
         # A pool retired meanwhile cancelled this start: supervisor.start killed the replica.
-        member = Member(replica, Upstream("127.0.0.1", replica.port), started_at=now)
+        member = Member(replica, Upstream("127.0.0.1", replica.port), started_at=now, spec=spec)
         pool.members.append(member)
         if pool.new and len(pool.members) >= pool.scaling.initial_scale:
             pool.new, pool.last_active = False, now  # retention counts from here
@@ -359,8 +371,17 @@ def _inflight(member: Member) -> int:
     return member.inflight
 
 
-def _drain_order(member: Member) -> tuple[int, float]:
-    return (member.inflight, -member.started_at)
+def _stale(member: Member, spec: RuntimeSpec) -> bool:
+    """The member was started from an older template than `spec`, other than in what an
+    in-place swap has loaded into it since."""
+    if member.spec == spec:
+        return False
+    return _beyond_swaps(member.spec) != _beyond_swaps(spec)
+
+
+def _beyond_swaps(spec: RuntimeSpec) -> RuntimeSpec:
+    env = {k: v for k, v in spec.env.items() if k not in SWAPPED_IN_PLACE}
+    return replace(spec, env=env)
 
 
 def runtime_spec(key: str, service: dict[str, Any]) -> RuntimeSpec:
