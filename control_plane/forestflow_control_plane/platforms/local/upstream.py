@@ -18,7 +18,7 @@ CONNECT_TIMEOUT_S = 5.0
 class UpstreamError(ConnectionError):
     """The replica refused, dropped or garbled the exchange. `answered` is False when not a
     byte of a response came back: the request may be retried elsewhere. `refused` is True
-    when no connection could be made: nothing listens there any more."""
+    when the connection was refused: nothing listens there any more."""
 
     def __init__(self, message: str, answered: bool, refused: bool = False) -> None:
         super().__init__(message)
@@ -154,8 +154,10 @@ class Upstream:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 _, connection = await loop.create_connection(_Connection, self._host, self._port)
         except (OSError, TimeoutError) as exc:
+            # A timeout is a replica too busy to accept, not one that is gone.
+            refused = isinstance(exc, ConnectionRefusedError)
             where = f"{self._host}:{self._port}"
             raise UpstreamError(
-                f"cannot connect to {where}: {exc}", answered=False, refused=True
+                f"cannot connect to {where}: {exc}", answered=False, refused=refused
             ) from None
         return connection
