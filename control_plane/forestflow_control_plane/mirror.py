@@ -6,6 +6,11 @@ A consumer group spreads the work over mirror replicas; each entry is acknowledg
 its result is recorded (at-least-once), and an entry a dead mirror left pending is claimed
 by another once idle for `claim_idle_s`. A result is recorded in one MULTI/EXEC with a
 short-lived mark of the entry, so a redelivered entry is never counted twice.
+
+Latencies compare like for like: the primary's is its runtime's own time for the request
+(queue and model, from the payload stream), and the shadow's the same figure, which its
+runtime reports in the Server-Timing header; the mirror's round trip (gateway, network, its
+own replays in flight) counts only for a shadow that does not report one.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import functools
 import logging
 import os
 import random
+import re
 import signal
 import socket
 import time
@@ -38,6 +44,8 @@ from forestflow_control_plane.shadow_plan import Plan, Plans
 from forestflow_control_plane.shadow_report import Outcome, record
 from forestflow_control_plane.shadow_targets import ShadowTargets, targets_for
 from forestflow_control_plane.store import Store
+
+INFER_TIMING = re.compile(r"(?:^|,)\s*infer\s*;(?:[^,]*;)?\s*dur=([0-9]+(?:\.[0-9]+)?)")
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
@@ -247,7 +255,9 @@ class Mirror:
             )
             if response.status_code != 200:
                 raise ReplayError(f"HTTP {response.status_code}: {response.text[:200]}")
-            latency_ms = (time.perf_counter() - started) * 1000
+            latency_ms = _runtime_ms(response.headers.get("server-timing"))
+            if latency_ms is None:
+                latency_ms = (time.perf_counter() - started) * 1000
             agreement = compare(event.outputs, _outputs(response.content))
         except (httpx.HTTPError, ReplayError, MismatchError) as exc:
             log.debug("mirror: %s@%s: %s", plan.contract, shadow, exc)
@@ -284,6 +294,12 @@ def _honour_cancellation() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def _runtime_ms(server_timing: str | None) -> float | None:
+    """The `infer` duration of a Server-Timing header (`infer;dur=1.234`), in ms."""
+    match = INFER_TIMING.search(server_timing or "")
+    return float(match.group(1)) if match else None
 
 
 def _infer_body(plan: Plan, event: Event) -> bytes:

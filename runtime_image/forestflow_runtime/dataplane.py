@@ -39,6 +39,16 @@ class OutputTensor:
 
 
 @dataclass(frozen=True, slots=True)
+class Inference:
+    """The outputs, and the seconds the request spent in this runtime's queue and model: the
+    latency the payload stream records and the Server-Timing header reports, so that a
+    shadow's latency compares with its primary's like for like."""
+
+    outputs: list[OutputTensor]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class SwapResult:
     uri: str
     format: ModelFormat
@@ -124,7 +134,7 @@ class DataPlane:
 
     async def infer(
         self, inputs: tuple[np.ndarray, ...], timeout_s: float, request_id: str | None = None
-    ) -> list[OutputTensor]:
+    ) -> Inference:
         """Run validated inputs (declared order, shared batch dim) through the batcher."""
         started = time.perf_counter()
         self.inflight += 1
@@ -139,14 +149,15 @@ class DataPlane:
         finally:
             self.inflight -= 1
         outputs = self._named(arrays)
+        seconds = time.perf_counter() - started
         if self.payloads is not None:
             self.payloads.record(
                 request_id,
                 {spec.name: array for spec, array in zip(self.inputs, inputs, strict=True)},
                 {tensor.name: tensor.array for tensor in outputs},
-                time.perf_counter() - started,
+                seconds,
             )
-        return outputs
+        return Inference(outputs, seconds)
 
     def _named(self, arrays: list[np.ndarray]) -> list[OutputTensor]:
         declared = self.config.outputs

@@ -44,8 +44,16 @@ class Response:
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
-def json_response(status: int, document: object) -> Response:
-    return Response(status, orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY))
+def json_response(
+    status: int, document: object, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> Response:
+    body = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(status, body, JSON, headers)
+
+
+def server_timing(seconds: float) -> tuple[bytes, bytes]:
+    """The W3C Server-Timing header with the inference's time in this runtime, in ms."""
+    return (b"server-timing", b"infer;dur=%.3f" % (seconds * 1000))
 
 
 def decode_object(body: bytes | memoryview) -> dict[str, object]:

@@ -248,8 +248,10 @@ class StreamConsumer:
         inputs, request_id = self._decode(message)
         while True:
             try:
-                outputs = await self.plane.infer(inputs, self.plane.default_timeout_s, request_id)
-                return StreamResult(request_id, outputs)
+                inference = await self.plane.infer(
+                    inputs, self.plane.default_timeout_s, request_id
+                )
+                return StreamResult(request_id, inference.outputs)
             except (QueueFull, ModelNotReady):  # HTTP took the room meanwhile: wait, uncounted
                 if self._stopping.is_set():
                     raise _Interrupted from None

@@ -35,7 +35,7 @@ from forestflow_control_plane.shadow_plan import Plans
 from forestflow_control_plane.shadow_report import ShadowResult, report
 from forestflow_control_plane.shadow_targets import Target, targets_for
 from forestflow_control_plane.store import Store
-from tests.support import REPO, eventually, example_mlp, free_port
+from tests.support import REPO, eventually, example_mlp, free_port, serving
 
 C = "examples/mlp"
 STREAM = "forestflow:payloads"
@@ -288,6 +288,52 @@ async def test_a_shadow_with_the_same_weights_agrees_on_every_row(
         labels = {"contract": C, "variant": variant}
         assert sample(metrics, "forestflow_shadow_latency_seconds_count", **labels) == REQUESTS
     assert b"forestflow_shadow_compared_total" in generate_latest(metrics.registry)
+
+
+SLOW_LINK_S = 0.3
+
+
+@contextlib.contextmanager
+def slow_link(upstream: str) -> Iterator[str]:
+    """A proxy to `upstream` that holds each answer SLOW_LINK_S: a far network, or a busy
+    gateway, between the mirror and a shadow."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(upstream + scope["path"], content=body,
+                                       headers={"content-type": "application/json"})
+        await asyncio.sleep(SLOW_LINK_S)
+        headers = [(k.encode(), v.encode()) for k, v in answer.headers.items()
+                   if k in ("content-type", "server-timing")]
+        await send({"type": "http.response.start", "status": answer.status_code,
+                    "headers": headers})
+        await send({"type": "http.response.body", "body": answer.content})
+
+    with serving(app, free_port()) as url:
+        yield url
+
+
+async def test_shadow_latency_is_the_shadow_runtimes_own_not_the_round_trip(
+    redis: Redis, redis_url: str, urls: dict[str, str]
+) -> None:
+    deploy(redis, {"v2": 1.0})
+    with slow_link(urls["same"]) as far:
+        async with mirroring(redis_url, {"v2": far}):
+            await send(urls["primary"], batches(3))
+            await until(lambda: settled(redis), "every entry mirrored")
+    result = results(redis)["v2"]
+    assert result.errors == 0 and result.agreement == 1.0
+    shadow = result.latency_ms.shadow
+    assert shadow.p50 is not None and shadow.p95 is not None
+    assert 0 < shadow.p50 <= shadow.p95 < SLOW_LINK_S * 1000 / 2
 
 
 async def test_a_shadow_with_other_weights_disagrees_where_the_class_differs(

@@ -1,5 +1,7 @@
 """Protocol round trips against a real in-process server and a TorchScript model."""
 
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,6 +140,28 @@ def test_openapi_and_docs(server: RunningServer) -> None:
     assert "/v2/models/mlp/infer" in document["paths"]
     docs = httpx.get(f"{server.url}/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+V2_JSON = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 4], "data": X}]}
+V2_BINARY_OUT = {**V2_JSON, "outputs": [{"name": "scores", "parameters": {"binary_data": True}}]}
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v2/models/mlp/infer", V2_JSON),
+    ("/v2/models/mlp/infer", V2_BINARY_OUT),
+    ("/v1/models/mlp:predict", {"instances": X}),
+    ("/v1/mlp/predict", {"input": X}),
+], ids=["v2", "v2-binary-out", "v1", "plain"])
+def test_every_prediction_reports_its_time_in_the_runtime_as_server_timing(
+    server: RunningServer, path: str, body: dict[str, object]
+) -> None:
+    began = time.perf_counter()
+    reply = httpx.post(server.url + path, json=body)
+    wall_ms = (time.perf_counter() - began) * 1000
+    assert reply.status_code == 200, reply.text
+    match = re.fullmatch(r"infer;dur=(\d+\.\d{3})", reply.headers["server-timing"])
+    assert match is not None, reply.headers["server-timing"]
+    assert 0 < float(match.group(1)) < wall_ms
 
 
 def test_raw_binary_tensor_extension(server: RunningServer, expected: np.ndarray) -> None:

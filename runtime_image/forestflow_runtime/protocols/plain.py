@@ -5,7 +5,13 @@ several outputs answers {"output": {output name: value}}.
 """
 
 from forestflow_runtime.dataplane import DataPlane
-from forestflow_runtime.http import Request, Response, decode_object, json_response
+from forestflow_runtime.http import (
+    Request,
+    Response,
+    decode_object,
+    json_response,
+    server_timing,
+)
 from forestflow_runtime.routing import Route, route
 from forestflow_runtime.validation import instances_array
 
@@ -23,9 +29,10 @@ class PlainEndpoints:
         spec = plane.single_input("plain")
         document = decode_object(request.body)
         batch, single = instances_array("input", spec, document.get("input"))
-        outputs = await plane.infer((batch,), request.timeout_s(plane.default_timeout_s))
+        inference = await plane.infer((batch,), request.timeout_s(plane.default_timeout_s))
+        outputs, timing = inference.outputs, (server_timing(inference.seconds),)
         if len(outputs) == 1:
             array = outputs[0].array
-            return json_response(200, {"output": array[0] if single else array})
+            return json_response(200, {"output": array[0] if single else array}, timing)
         named = {t.name: t.array[0] if single else t.array for t in outputs}
-        return json_response(200, {"output": named})
+        return json_response(200, {"output": named}, timing)

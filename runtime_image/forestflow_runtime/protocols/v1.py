@@ -8,7 +8,13 @@ several outputs answers one {output name: value} object per instance.
 import numpy as np
 
 from forestflow_runtime.dataplane import DataPlane, OutputTensor
-from forestflow_runtime.http import Request, Response, decode_object, json_response
+from forestflow_runtime.http import (
+    Request,
+    Response,
+    decode_object,
+    json_response,
+    server_timing,
+)
 from forestflow_runtime.routing import Route, route
 from forestflow_runtime.validation import instances_array
 
@@ -33,8 +39,11 @@ class V1Endpoints:
         spec = plane.single_input("v1")
         document = decode_object(request.body)
         batch, single = instances_array("instances", spec, document.get("instances"))
-        outputs = await plane.infer((batch,), request.timeout_s(plane.default_timeout_s))
-        return json_response(200, {"predictions": predictions(outputs, single)})
+        inference = await plane.infer((batch,), request.timeout_s(plane.default_timeout_s))
+        return json_response(
+            200, {"predictions": predictions(inference.outputs, single)},
+            (server_timing(inference.seconds),),
+        )
 
 
 def predictions(outputs: list[OutputTensor], single: bool) -> object:

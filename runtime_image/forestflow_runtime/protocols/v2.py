@@ -10,9 +10,15 @@ import orjson
 
 from forestflow_runtime import __version__
 from forestflow_runtime.config import ModelFormat
-from forestflow_runtime.dataplane import DataPlane, OutputTensor
+from forestflow_runtime.dataplane import DataPlane, Inference, OutputTensor
 from forestflow_runtime.errors import InvalidRequest, ModelNotReady
-from forestflow_runtime.http import Request, Response, decode_object, json_response
+from forestflow_runtime.http import (
+    Request,
+    Response,
+    decode_object,
+    json_response,
+    server_timing,
+)
 from forestflow_runtime.protocols.binary import HEADER, BinaryReader, split_body
 from forestflow_runtime.routing import Route, route
 from forestflow_runtime.validation import (
@@ -86,12 +92,12 @@ class V2Endpoints:
         document = decode_object(body.json)
         inputs = self._inputs(document, BinaryReader(body.binary))
         request_id = document.get("id")
-        outputs = await plane.infer(
+        inference = await plane.infer(
             inputs,
             request.timeout_s(plane.default_timeout_s),
             request_id if isinstance(request_id, str) else None,
         )
-        return self._response(document, outputs)
+        return self._response(document, inference)
 
     async def load(self, request: Request) -> Response:
         """Hot swap: {"parameters": {"uri": ..., "format": ...?}} replaces the served model."""
@@ -157,8 +163,8 @@ class V2Endpoints:
         check_batch(fields, present)
         return tuple(present)
 
-    def _response(self, document: dict[str, object], outputs: list[OutputTensor]) -> Response:
-        selected = _selected_outputs(document, outputs)
+    def _response(self, document: dict[str, object], inference: Inference) -> Response:
+        selected = _selected_outputs(document, inference.outputs)
         entries: list[dict[str, object]] = []
         binaries: list[bytes] = []
         for tensor, binary in selected:
@@ -181,13 +187,14 @@ class V2Endpoints:
             reply["id"] = document["id"]
         reply["outputs"] = entries
         header = orjson.dumps(reply, option=_NUMPY)
+        timing = server_timing(inference.seconds)
         if not binaries:
-            return Response(200, header)
+            return Response(200, header, headers=(timing,))
         return Response(
             200,
             b"".join([header, *binaries]),
             b"application/octet-stream",
-            ((HEADER, str(len(header)).encode()),),
+            ((HEADER, str(len(header)).encode()), timing),
         )
 
 
