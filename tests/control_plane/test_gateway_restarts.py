@@ -3,7 +3,6 @@ the restart, and a runtime that keeps failing is retried under a growing backoff
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
@@ -13,8 +12,8 @@ import httpx
 from tests.support import eventually
 
 from . import test_gateway as harness
-from .test_gateway import INPUT, A, Harness, served, until
-from .test_gateway_scaling import clients
+from .test_gateway import INPUT, A, Harness, served
+from .test_gateway_scaling import under_load
 
 # The harness's fixtures, by name: one gateway process for this module too.
 gateway, gw, mlp = harness.gateway, harness.gw, harness.mlp
@@ -26,20 +25,12 @@ def test_a_killed_replica_is_restarted_and_no_request_fails(gw: Harness) -> None
     eventually(lambda: served(gw, url), 60, "the contract to be served")
     (first,) = gw.runtime_pids("crash_")
 
-    async def scenario() -> list[int]:
-        statuses: list[int] = []
-        stop = asyncio.Event()
-        load = asyncio.create_task(clients(url, 4, stop, statuses))
-        await until(lambda: len(statuses) >= 50, 30, "traffic flowing")
-        os.kill(first, signal.SIGKILL)
-        await until(lambda: gw.runtime_pids("crash_") not in ([], [first]), 30, "a new runtime")
-        served_before = len(statuses)
-        await until(lambda: len(statuses) >= served_before + 50, 30, "traffic on the new one")
-        stop.set()
-        await load
-        return statuses
-
-    statuses = asyncio.run(scenario())
+    statuses = under_load(
+        url,
+        lambda: os.kill(first, signal.SIGKILL),
+        lambda: gw.runtime_pids("crash_") not in ([], [first]),
+        "a new runtime",
+    )
     assert set(statuses) == {200}, f"{len(statuses) - statuses.count(200)} failed"
     assert gw.metric("forestflow_gateway_restarts_total", **labels) == 1
     assert gw.metric("forestflow_gateway_replicas", **labels) == 1

@@ -5,6 +5,7 @@ retention takes the last one unless min-scale keeps it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import aiohttp
 import orjson
@@ -30,6 +31,28 @@ async def clients(url: str, count: int, stop: asyncio.Event, statuses: list[int]
                     statuses.append(response.status)
 
         await asyncio.gather(*(loop() for _ in range(count)))
+
+
+def under_load(
+    url: str, change: Callable[[], object], done: Callable[[], bool], what: str
+) -> list[int]:
+    """Four clients call `url`; after 50 answers `change` runs; once `done` holds and 50 more
+    are answered, the clients stop. Returns every status."""
+
+    async def scenario() -> list[int]:
+        statuses: list[int] = []
+        stop = asyncio.Event()
+        load = asyncio.create_task(clients(url, 4, stop, statuses))
+        await until(lambda: len(statuses) >= 50, 30, "traffic flowing")
+        change()
+        await until(done, 60, what)
+        served_before = len(statuses)
+        await until(lambda: len(statuses) >= served_before + 50, 30, "traffic after " + what)
+        stop.set()
+        await load
+        return statuses
+
+    return asyncio.run(scenario())
 
 
 def test_load_beyond_target_scales_up_to_max_then_drains_back_losing_nothing(
@@ -97,22 +120,13 @@ def test_a_changed_template_rolls_the_replica_under_load_losing_nothing(gw: Harn
     eventually(lambda: served(gw, url), 60, "the contract to be served")
     (old,) = gw.runtime_pids("roll_")
 
-    async def scenario() -> list[int]:
-        statuses: list[int] = []
-        stop = asyncio.Event()
-        load = asyncio.create_task(clients(url, 4, stop, statuses))
-        await until(lambda: len(statuses) >= 50, 30, "traffic flowing")
-        gw.deploy("roll/scoring", {"v1": 100}, annotations={A + "min-scale": "1"},
-                  batch_window_ms=3.0)
-        await until(lambda: len(pids := gw.runtime_pids("roll_")) == 1 and old not in pids,
-                    60, "the old replica replaced")
-        served_before = len(statuses)
-        await until(lambda: len(statuses) >= served_before + 50, 30, "traffic on the new one")
-        stop.set()
-        await load
-        return statuses
-
-    statuses = asyncio.run(scenario())
+    statuses = under_load(
+        url,
+        lambda: gw.deploy("roll/scoring", {"v1": 100}, annotations={A + "min-scale": "1"},
+                          batch_window_ms=3.0),
+        lambda: len(pids := gw.runtime_pids("roll_")) == 1 and old not in pids,
+        "the old replica replaced",
+    )
     assert set(statuses) == {200}, f"{len(statuses) - statuses.count(200)} failed"
     (new,) = gw.runtime_pids("roll_")
     assert new != old
