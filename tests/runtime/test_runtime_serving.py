@@ -127,9 +127,11 @@ def test_server_wide_timeout_applies_without_header(code_dir: Path, tmp_path: Pa
 async def test_disconnected_client_is_dropped_before_the_model(
     code_dir: Path, tmp_path: Path
 ) -> None:
-    weights = save_affine(tmp_path / "slow.safetensors", seed=1, delay_s=0.6)
+    # The busy request holds the model long enough for the disconnect to be seen (0.25 s to
+    # the lazy watch, then a scrape) even on a loaded CI machine; 0.6 s was not always.
+    weights = save_affine(tmp_path / "slow.safetensors", seed=1, delay_s=3.0)
     with running_server(state_dict_config(code_dir, weights, slow=True)) as server:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             busy = asyncio.create_task(client.post("/v1/affine/predict", json={"input": ROW}))
             await until_inflight(client, 1)
             async with httpx.AsyncClient(base_url=server.url) as impatient:
