@@ -29,7 +29,7 @@ from rich.table import Table
 from forestflow_cli.client import Client
 from forestflow_cli.model_files import read_model_file
 from forestflow_control_plane.platforms.local.launcher import Launcher
-from forestflow_control_plane.redis_server import free_port
+from forestflow_control_plane.platforms.local.redis_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 INPUT = {"input": [[0.5, 0.5, 0.5, 0.5]]}

@@ -34,7 +34,7 @@ from runtime_bench import LoadResult, run_load_process, use_wrk
 from forestflow_cli.client import Client
 from forestflow_cli.model_files import read_model_file
 from forestflow_control_plane.platforms.local.launcher import Launcher
-from forestflow_control_plane.redis_server import free_port
+from forestflow_control_plane.platforms.local.redis_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SIDES = ("direct", "gateway")

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from forestflow_control_plane.auth import admin_token
+from forestflow_control_plane.api.auth import admin_token
 from tests.support import eventually
 
 from .conftest import LocalPlatform, running

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
-from forestflow_control_plane.redis_server import start_redis, stop_redis
+from forestflow_control_plane.platforms.local.redis_server import start_redis, stop_redis
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,12 @@ import os
 
 import uvicorn
 
-from forestflow_control_plane.api import create_app
-from forestflow_control_plane.auth import load_tokens
-from forestflow_control_plane.mirror import run_mirror
-from forestflow_control_plane.platforms.local.gateway import Gateway
+from forestflow_control_plane.api.app import create_app
+from forestflow_control_plane.api.auth import load_tokens
+from forestflow_control_plane.platforms.local.gateway.app import Gateway
+from forestflow_control_plane.rollouts.worker import run_worker
 from forestflow_control_plane.settings import Settings
-from forestflow_control_plane.workers import run_worker
+from forestflow_control_plane.shadows.mirror import run_mirror
 
 
 def main() -> None:

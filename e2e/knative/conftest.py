@@ -31,7 +31,7 @@ from kubernetes.client.exceptions import ApiException
 from redis import Redis
 
 from forestflow_control_plane.platforms.knative import KnativePlatform, api_client
-from forestflow_control_plane.redis_server import start_redis, stop_redis
+from forestflow_control_plane.platforms.local.redis_server import start_redis, stop_redis
 
 HERE = Path(__file__).resolve().parent
 PROBE_TIMEOUT_S = 2.0

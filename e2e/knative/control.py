@@ -16,12 +16,12 @@ from redis import Redis
 from rq import Queue
 
 from forestflow_control_plane import names
-from forestflow_control_plane.deployments import register
-from forestflow_control_plane.model_file import ModelFile, validate_model_file
 from forestflow_control_plane.platforms.knative import GROUP, VERSION
 from forestflow_control_plane.policies.phase_in import FINISHED
-from forestflow_control_plane.rollouts import JOB_TIMEOUT_S, start_rollout
-from forestflow_control_plane.store import Store
+from forestflow_control_plane.rollouts.deploys import register
+from forestflow_control_plane.rollouts.engine import JOB_TIMEOUT_S, start_rollout
+from forestflow_control_plane.spec.model_file import ModelFile, validate_model_file
+from forestflow_control_plane.state.store import Store
 
 WORKER = [sys.executable, "-m", "forestflow_control_plane", "worker"]
 PROMETHEUS_MISSING = (

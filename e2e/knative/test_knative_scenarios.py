@@ -15,13 +15,13 @@ import pytest
 from kubernetes import client
 from redis import Redis
 
-from forestflow_control_plane.deployments import register
-from forestflow_control_plane.desired import DesiredState
-from forestflow_control_plane.model_file import ModelFile, validate_model_file
 from forestflow_control_plane.platforms.base import VariantStatus
 from forestflow_control_plane.platforms.knative import GROUP, VERSION, KnativePlatform
-from forestflow_control_plane.rollouts import Rollouts, StepCall
-from forestflow_control_plane.store import Store
+from forestflow_control_plane.policies.desired import DesiredState
+from forestflow_control_plane.rollouts.deploys import register
+from forestflow_control_plane.rollouts.engine import Rollouts, StepCall
+from forestflow_control_plane.spec.model_file import ModelFile, validate_model_file
+from forestflow_control_plane.state.store import Store
 from tests.control_plane.test_rollouts import Clock
 
 pytestmark = pytest.mark.timeout(900)

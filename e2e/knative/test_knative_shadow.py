@@ -20,15 +20,15 @@ from redis import Redis
 from redis.typing import EncodableT, FieldT
 
 from forestflow_control_plane import names
-from forestflow_control_plane.deployments import register
-from forestflow_control_plane.mirror import Mirror, MirrorConfig
-from forestflow_control_plane.mirror_metrics import MirrorMetrics
-from forestflow_control_plane.payload_log import PAYLOAD_STREAM
 from forestflow_control_plane.platforms.knative import KnativePlatform
-from forestflow_control_plane.shadow_plan import Plans
-from forestflow_control_plane.shadow_report import report, results_key
-from forestflow_control_plane.shadow_targets import Target
-from forestflow_control_plane.store import Store
+from forestflow_control_plane.rollouts.deploys import register
+from forestflow_control_plane.shadows.exporter import MirrorMetrics
+from forestflow_control_plane.shadows.mirror import Mirror, MirrorConfig
+from forestflow_control_plane.shadows.payload_log import PAYLOAD_STREAM
+from forestflow_control_plane.shadows.plan import Plans
+from forestflow_control_plane.shadows.results import report, results_key
+from forestflow_control_plane.shadows.targets import Target
+from forestflow_control_plane.state.store import Store
 
 from .control import service_url, spec
 from .load import BODY, ROWS, Tally, addressed, infer_url, load, outputs, until, until_answered

@@ -16,11 +16,15 @@ import pytest
 from kubernetes import client
 from redis import Redis
 
-from forestflow_control_plane.deployments import register, swap_of
-from forestflow_control_plane.model_file import ModelFile
 from forestflow_control_plane.platforms.knative import GROUP, VERSION, KnativePlatform
-from forestflow_control_plane.redis_server import redis_command, stop_redis, wait_for_redis
-from forestflow_control_plane.swaps import InPlace
+from forestflow_control_plane.platforms.local.redis_server import (
+    redis_command,
+    stop_redis,
+    wait_for_redis,
+)
+from forestflow_control_plane.rollouts.deploys import register, swap_of
+from forestflow_control_plane.rollouts.in_place import InPlace
+from forestflow_control_plane.spec.model_file import ModelFile
 
 from .control import spec, states, traffic
 from .load import BODY, Tally, addressed, infer_url, load, outputs, until, until_answered, version

@@ -21,12 +21,12 @@ from redis import Redis
 from typer.testing import CliRunner, Result
 
 from forestflow_cli.main import app
-from forestflow_control_plane.api import create_app
-from forestflow_control_plane.auth import load_tokens
+from forestflow_control_plane.api.app import create_app
+from forestflow_control_plane.api.auth import load_tokens
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
-from forestflow_control_plane.rollouts import Rollouts
+from forestflow_control_plane.rollouts.engine import Rollouts
 from forestflow_control_plane.settings import Settings
-from forestflow_control_plane.store import Store
+from forestflow_control_plane.state.store import Store
 from tests.support import REPO, free_port, serving
 
 ADMIN = "admin-token-0123456789"

@@ -17,9 +17,9 @@ import httpx
 from redis import Redis
 
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
-from forestflow_control_plane.records import ContractSnapshot, VariantState
-from forestflow_control_plane.rollouts import Rollouts
-from forestflow_control_plane.store import Store
+from forestflow_control_plane.rollouts.engine import Rollouts
+from forestflow_control_plane.state.records import ContractSnapshot, VariantState
+from forestflow_control_plane.state.store import Store
 from tests.support import eventually
 
 from .conftest import ADMIN, CONTRACT, Ffctl, deploy, model_spec, roll_out, write_model

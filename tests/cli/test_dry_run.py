@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from forestflow_control_plane.admission import check_all
+from forestflow_control_plane.knative.admission import check_all
 
 from .conftest import Ffctl, model_spec, write_model
 

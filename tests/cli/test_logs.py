@@ -20,7 +20,7 @@ import pytest
 import yaml
 from redis import Redis
 
-from forestflow_control_plane.payload_log import PAYLOAD_STREAM
+from forestflow_control_plane.shadows.payload_log import PAYLOAD_STREAM
 from tests.support import eventually
 
 from .conftest import ADMIN, CONTRACT, Ffctl, deploy, model_spec

@@ -23,7 +23,7 @@ from redis import Redis
 from safetensors.torch import load_file
 
 from forestflow_cli.predict import InputError, infer_request, infer_url
-from forestflow_control_plane.platforms.local.gateway import Gateway
+from forestflow_control_plane.platforms.local.gateway.app import Gateway
 from forestflow_control_plane.settings import Settings
 from tests.support import REPO, serving
 

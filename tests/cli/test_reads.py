@@ -14,7 +14,7 @@ import pytest
 import yaml
 from redis import Redis
 
-from forestflow_control_plane.store import Store
+from forestflow_control_plane.state.store import Store
 
 from .conftest import CONTRACT, Ffctl, deploy, model_spec, roll_out
 

@@ -74,7 +74,7 @@ class KubeError(Exception):
 
 @functools.cache
 def crd_validator(kind: str) -> jsonschema.Draft4Validator:
-    text = (resources.files("forestflow_control_plane") / "crds" / f"{kind.lower()}.yaml")
+    text = (resources.files("forestflow_control_plane.knative") / "crds" / f"{kind.lower()}.yaml")
     crd = yaml.safe_load(text.read_text())
     version = next(v for v in crd["spec"]["versions"] if v["name"] == VERSION)
     return jsonschema.Draft4Validator(version["schema"]["openAPIV3Schema"])

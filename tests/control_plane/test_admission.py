@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from forestflow_control_plane.admission import (
+from forestflow_control_plane.knative.admission import (
     CLUSTER,
     ClusterConfig,
     InvalidObjectError,
     check,
     check_all,
 )
-from forestflow_control_plane.desired import desired_state
-from forestflow_control_plane.resources import make_objects
+from forestflow_control_plane.knative.resources import make_objects
+from forestflow_control_plane.policies.desired import desired_state
 
 from .test_golden import snapshot
 

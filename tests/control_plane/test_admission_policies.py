@@ -15,16 +15,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
-from forestflow_control_plane.admission import check_all, problems
-from forestflow_control_plane.deployments import register, swap_of
-from forestflow_control_plane.desired import DesiredState, DesiredVariant
-from forestflow_control_plane.model_file import validate_model_file
+from forestflow_control_plane.knative.admission import check_all, problems
+from forestflow_control_plane.knative.resources import make_objects, make_route, make_service
 from forestflow_control_plane.platforms.memory import MemoryPlatform
+from forestflow_control_plane.policies.desired import DesiredState, DesiredVariant
 from forestflow_control_plane.policies.split import shift
-from forestflow_control_plane.resources import make_objects, make_route, make_service
-from forestflow_control_plane.rollouts import Action, Rollouts, StepCall
-from forestflow_control_plane.store import Store
-from forestflow_control_plane.swaps import InPlace
+from forestflow_control_plane.rollouts.deploys import register, swap_of
+from forestflow_control_plane.rollouts.engine import Action, Rollouts, StepCall
+from forestflow_control_plane.rollouts.in_place import InPlace
+from forestflow_control_plane.spec.model_file import validate_model_file
+from forestflow_control_plane.state.store import Store
 
 from .test_rollouts import C, Clock, variant
 from .test_store import model_file

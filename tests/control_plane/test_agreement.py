@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forestflow_control_plane.agreement import Agreement, MismatchError, compare
+from forestflow_control_plane.shadows.agreement import Agreement, MismatchError, compare
 
 A = np.array
 

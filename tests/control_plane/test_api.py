@@ -13,13 +13,13 @@ from redis import Redis
 from rq import Queue
 
 from forestflow_control_plane import names
-from forestflow_control_plane.api import create_app
-from forestflow_control_plane.auth import load_tokens
+from forestflow_control_plane.api.app import create_app
+from forestflow_control_plane.api.auth import load_tokens
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
-from forestflow_control_plane.records import ContractSnapshot
-from forestflow_control_plane.rollouts import Rollouts
+from forestflow_control_plane.rollouts.engine import Rollouts
 from forestflow_control_plane.settings import Settings
-from forestflow_control_plane.store import Store
+from forestflow_control_plane.state.records import ContractSnapshot
+from forestflow_control_plane.state.store import Store
 from tests.support import REPO, free_port, serving
 
 ADMIN = "admin-token-0123456789"

@@ -22,8 +22,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from forestflow_control_plane.api import create_app
-from forestflow_control_plane.auth import load_tokens
+from forestflow_control_plane.api.app import create_app
+from forestflow_control_plane.api.auth import load_tokens
 from forestflow_control_plane.settings import Settings
 from tests.support import free_port, serving
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from forestflow_control_plane.auth import Role, admin_token, load_tokens, write_admin_token
+from forestflow_control_plane.api.auth import Role, admin_token, load_tokens, write_admin_token
 from forestflow_control_plane.settings import SettingsError
 
 

@@ -20,11 +20,11 @@ import yaml
 from kubernetes import client
 from redis import Redis
 
-from forestflow_control_plane.api import create_app
-from forestflow_control_plane.auth import Role, load_tokens
-from forestflow_control_plane.desired import nothing
-from forestflow_control_plane.metrics import PrometheusSource, source_for
+from forestflow_control_plane.api.app import create_app
+from forestflow_control_plane.api.auth import Role, load_tokens
 from forestflow_control_plane.platforms.knative import GROUP, KnativePlatform
+from forestflow_control_plane.policies.desired import nothing
+from forestflow_control_plane.rollouts.gate_metrics import PrometheusSource, source_for
 from forestflow_control_plane.settings import Settings
 from tests.support import REPO, free_port, serving
 

@@ -25,10 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from forestflow_control_plane import names
-from forestflow_control_plane.desired import DesiredState, DesiredVariant
-from forestflow_control_plane.model_file import validate_model_file
-from forestflow_control_plane.resources import make_objects
+from forestflow_control_plane.knative.resources import make_objects
+from forestflow_control_plane.policies.desired import DesiredState, DesiredVariant
 from forestflow_control_plane.settings import Settings
+from forestflow_control_plane.spec.model_file import validate_model_file
 from tests.support import REPO, eventually, free_port
 
 DOMAIN = "ff.local"

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from forestflow_control_plane.platforms.local.upstream import Upstream, UpstreamError
+from forestflow_control_plane.platforms.local.gateway.upstream import Upstream, UpstreamError
 from tests.support import free_port
 
 REQUEST = b"POST /v1/m/predict HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"

@@ -7,15 +7,15 @@ import os
 
 import yaml
 
-from forestflow_control_plane.desired import desired_state
-from forestflow_control_plane.model_file import parse_model_file
-from forestflow_control_plane.records import (
+from forestflow_control_plane.knative.resources import make_objects
+from forestflow_control_plane.policies.desired import desired_state
+from forestflow_control_plane.spec.model_file import parse_model_file
+from forestflow_control_plane.state.records import (
     ContractRecord,
     ContractSnapshot,
     VariantRecord,
     VariantState,
 )
-from forestflow_control_plane.resources import make_objects
 from tests.support import REPO
 
 GOLDEN = REPO / "knative" / "golden" / "fraud-scoring.yaml"

@@ -14,8 +14,13 @@ from typing import Any
 import pytest
 import yaml
 
-from forestflow_control_plane.admission import CLUSTER, WINDOW_MAX, WINDOW_MIN, ClusterConfig
-from forestflow_control_plane.knative_values import go_duration
+from forestflow_control_plane.knative.admission import (
+    CLUSTER,
+    WINDOW_MAX,
+    WINDOW_MIN,
+    ClusterConfig,
+)
+from forestflow_control_plane.knative.values import go_duration
 from forestflow_runtime.metrics import RuntimeMetrics
 from tests.support import REPO
 

@@ -17,9 +17,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from redis import Redis
 
-from forestflow_control_plane.admission import InvalidObjectError
-from forestflow_control_plane.deployments import register
-from forestflow_control_plane.desired import DesiredState, DesiredVariant, desired_state
+from forestflow_control_plane.knative.admission import InvalidObjectError
+from forestflow_control_plane.knative.resources import make_objects
 from forestflow_control_plane.platforms.base import PlatformError, VariantStatus
 from forestflow_control_plane.platforms.knative import (
     APPLY_PATCH,
@@ -27,9 +26,10 @@ from forestflow_control_plane.platforms.knative import (
     kn_commands,
     manifests_yaml,
 )
-from forestflow_control_plane.resources import make_objects
-from forestflow_control_plane.rollouts import Rollouts, StepCall
-from forestflow_control_plane.store import Store
+from forestflow_control_plane.policies.desired import DesiredState, DesiredVariant, desired_state
+from forestflow_control_plane.rollouts.deploys import register
+from forestflow_control_plane.rollouts.engine import Rollouts, StepCall
+from forestflow_control_plane.state.store import Store
 from tests.support import REPO, free_port
 
 from .fake_kube import FakeKube
@@ -365,7 +365,7 @@ contexts: [{name: fake, context: {cluster: fake, user: tester}}]
 current-context: fake
 """
 PLATFORM_FOR = """
-from forestflow_control_plane.rollouts import platform_for
+from forestflow_control_plane.rollouts.engine import platform_for
 from forestflow_control_plane.settings import Settings
 print(platform_for(Settings.from_env(), None).observe("fraud/scoring"))
 """

@@ -21,9 +21,13 @@ import yaml
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from redis import Redis
 
-from forestflow_control_plane import metrics
-from forestflow_control_plane.deployments import register
-from forestflow_control_plane.metrics import (
+from forestflow_control_plane.platforms.local.platform import LocalPlatform
+from forestflow_control_plane.platforms.memory import MemoryPlatform
+from forestflow_control_plane.policies.gates import Metrics
+from forestflow_control_plane.rollouts import gate_metrics as metrics
+from forestflow_control_plane.rollouts.deploys import register
+from forestflow_control_plane.rollouts.engine import Rollouts
+from forestflow_control_plane.rollouts.gate_metrics import (
     MetricsUnavailableError,
     PrometheusSource,
     ScrapeSource,
@@ -31,13 +35,9 @@ from forestflow_control_plane.metrics import (
     parse_exposition,
     source_for,
 )
-from forestflow_control_plane.model_file import ModelFile, validate_model_file
-from forestflow_control_plane.platforms.local.platform import LocalPlatform
-from forestflow_control_plane.platforms.memory import MemoryPlatform
-from forestflow_control_plane.policies.gates import Metrics
-from forestflow_control_plane.rollouts import Rollouts
 from forestflow_control_plane.settings import Settings, SettingsError
-from forestflow_control_plane.store import Store
+from forestflow_control_plane.spec.model_file import ModelFile, validate_model_file
+from forestflow_control_plane.state.store import Store
 from forestflow_runtime.metrics import RuntimeMetrics
 from tests.support import REPO, eventually, free_port
 

@@ -24,17 +24,17 @@ import yaml
 from prometheus_client import generate_latest
 from redis import Redis
 
-from forestflow_control_plane.deployments import register
-from forestflow_control_plane.mirror import Mirror, MirrorConfig
-from forestflow_control_plane.mirror_metrics import MirrorMetrics
-from forestflow_control_plane.model_file import validate_model_file
 from forestflow_control_plane.platforms.memory import MemoryPlatform
-from forestflow_control_plane.rollouts import Rollouts
+from forestflow_control_plane.rollouts.deploys import register
+from forestflow_control_plane.rollouts.engine import Rollouts
 from forestflow_control_plane.settings import Settings, SettingsError
-from forestflow_control_plane.shadow_plan import Plans
-from forestflow_control_plane.shadow_report import ShadowResult, report
-from forestflow_control_plane.shadow_targets import Target, targets_for
-from forestflow_control_plane.store import Store
+from forestflow_control_plane.shadows.exporter import MirrorMetrics
+from forestflow_control_plane.shadows.mirror import Mirror, MirrorConfig
+from forestflow_control_plane.shadows.plan import Plans
+from forestflow_control_plane.shadows.results import ShadowResult, report
+from forestflow_control_plane.shadows.targets import Target, targets_for
+from forestflow_control_plane.spec.model_file import validate_model_file
+from forestflow_control_plane.state.store import Store
 from tests.support import REPO, eventually, example_mlp, free_port, serving
 
 C = "examples/mlp"

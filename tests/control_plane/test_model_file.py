@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from forestflow_control_plane.model_file import (
+from forestflow_control_plane.spec.model_file import (
     ModelFileError,
     check_local_artifacts,
     parse_model_file,
     validate_model_file,
 )
-from forestflow_control_plane.model_file_reference import reference
+from forestflow_control_plane.spec.reference import reference
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = yaml.safe_load((REPO / "examples" / "mlp" / "model.yaml").read_text())

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from forestflow_control_plane.platforms.local.gateway_metrics import GatewayMetrics
-from forestflow_control_plane.platforms.local.pools import Pool, Pools
+from forestflow_control_plane.knative.annotations import CONTRACT_LABEL, VERSION_LABEL
+from forestflow_control_plane.platforms.local.gateway.metrics import GatewayMetrics
+from forestflow_control_plane.platforms.local.gateway.pools import Pool, Pools
 from forestflow_control_plane.platforms.local.supervisor import HydrationError, Replica, RuntimeSpec
-from forestflow_control_plane.resources import CONTRACT_LABEL, VERSION_LABEL
 
 KEY = "fraud-scoring-v1"
 

@@ -8,14 +8,14 @@ import pytest
 from redis import Redis
 
 from forestflow_control_plane import names
-from forestflow_control_plane.admission import InvalidObjectError, crd_schema
-from forestflow_control_plane.deployments import register
-from forestflow_control_plane.desired import DesiredVariant, desired_state
-from forestflow_control_plane.model_file import ModelFileError, validate_model_file
+from forestflow_control_plane.knative.admission import InvalidObjectError, crd_schema
+from forestflow_control_plane.knative.resources import make_service
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
-from forestflow_control_plane.resources import make_service
-from forestflow_control_plane.rollouts import Rollouts
-from forestflow_control_plane.store import Store
+from forestflow_control_plane.policies.desired import DesiredVariant, desired_state
+from forestflow_control_plane.rollouts.deploys import register
+from forestflow_control_plane.rollouts.engine import Rollouts
+from forestflow_control_plane.spec.model_file import ModelFileError, validate_model_file
+from forestflow_control_plane.state.store import Store
 
 from .test_store import model_file
 

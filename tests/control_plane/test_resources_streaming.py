@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import yaml
 
-from forestflow_control_plane.desired import DesiredVariant
-from forestflow_control_plane.model_file import validate_model_file
-from forestflow_control_plane.resources import make_service
+from forestflow_control_plane.knative.resources import make_service
+from forestflow_control_plane.policies.desired import DesiredVariant
+from forestflow_control_plane.spec.model_file import validate_model_file
 from forestflow_runtime.config import load_config
 from tests.support import REPO
 

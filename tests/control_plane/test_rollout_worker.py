@@ -16,9 +16,9 @@ from redis import Redis
 from rq import Queue
 
 from forestflow_control_plane import names
-from forestflow_control_plane.deployments import register
-from forestflow_control_plane.rollouts import start_rollout
-from forestflow_control_plane.store import Store
+from forestflow_control_plane.rollouts.deploys import register
+from forestflow_control_plane.rollouts.engine import start_rollout
+from forestflow_control_plane.state.store import Store
 from tests.support import eventually
 
 from .test_rollouts import C, variant

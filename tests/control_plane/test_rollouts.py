@@ -7,16 +7,16 @@ import pytest
 from redis import Redis
 
 from forestflow_control_plane import names
-from forestflow_control_plane.deployments import register
-from forestflow_control_plane.metrics import MetricsUnavailableError
-from forestflow_control_plane.model_file import ModelFile, validate_model_file
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
 from forestflow_control_plane.platforms.memory import MemoryPlatform
 from forestflow_control_plane.policies.gates import Metrics
-from forestflow_control_plane.reconcile import reconcile_all
-from forestflow_control_plane.records import VariantState
-from forestflow_control_plane.rollouts import Action, Rollouts, StepCall
-from forestflow_control_plane.store import ConflictError, Store
+from forestflow_control_plane.rollouts.deploys import register
+from forestflow_control_plane.rollouts.engine import Action, Rollouts, StepCall
+from forestflow_control_plane.rollouts.gate_metrics import MetricsUnavailableError
+from forestflow_control_plane.rollouts.reconcile import reconcile_all
+from forestflow_control_plane.spec.model_file import ModelFile, validate_model_file
+from forestflow_control_plane.state.records import VariantState
+from forestflow_control_plane.state.store import ConflictError, Store
 
 from .test_store import model_file
 

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from forestflow_control_plane.platforms.local.routing import (
+from forestflow_control_plane.platforms.local.gateway.routing import (
     Draws,
     Match,
     build_table,

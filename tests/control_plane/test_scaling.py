@@ -7,12 +7,11 @@ from typing import Any
 import pytest
 
 from forestflow_control_plane.platforms.local.backoff import Backoff, restart_delay
-from forestflow_control_plane.platforms.local.scaling import (
+from forestflow_control_plane.policies.autoscaling import (
     Autoscaling,
     Sample,
     autoscaling_of,
     desired_replicas,
-    parse_duration,
 )
 
 SCALING = Autoscaling(min_scale=0, max_scale=3, target=2, window_s=5, retention_s=30)
@@ -140,10 +139,16 @@ def test_min_scale_above_max_scale_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("60s", 60.0), ("1.5s", 1.5), ("500ms", 0.5), ("2m", 120.0)]
+    ("text", "seconds"),
+    [("60s", 60.0), ("1.5s", 1.5), ("500ms", 0.5), ("2m", 120.0), ("1m30s", 90.0)],
 )
-def test_parse_duration(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
+def test_durations_read_as_admission_reads_them(text: str, seconds: float) -> None:
+    """One parser, Go's: what admission accepts, the local autoscaler reads the same."""
+    scaling = autoscaling_of(service(**{
+        "autoscaling.knative.dev/window": text,
+        "autoscaling.knative.dev/scale-to-zero-pod-retention-period": text,
+    }))
+    assert (scaling.window_s, scaling.retention_s) == (seconds, seconds)
 
 
 @pytest.mark.parametrize(

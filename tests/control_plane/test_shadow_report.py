@@ -16,15 +16,14 @@ from redis import Redis
 from typer.testing import CliRunner
 
 from forestflow_cli.shadow import shadow_app
-from forestflow_control_plane.agreement import Agreement
-from forestflow_control_plane.api import create_app
-from forestflow_control_plane.auth import load_tokens
-from forestflow_control_plane.deployments import register
-from forestflow_control_plane.model_file import validate_model_file
+from forestflow_control_plane.api.app import create_app
+from forestflow_control_plane.api.auth import load_tokens
 from forestflow_control_plane.platforms.memory import MemoryPlatform
-from forestflow_control_plane.rollouts import Rollouts
+from forestflow_control_plane.rollouts.deploys import register
+from forestflow_control_plane.rollouts.engine import Rollouts
 from forestflow_control_plane.settings import Settings
-from forestflow_control_plane.shadow_report import (
+from forestflow_control_plane.shadows.agreement import Agreement
+from forestflow_control_plane.shadows.results import (
     LATENCY_SAMPLES,
     RESULTS_TTL_S,
     Outcome,
@@ -32,7 +31,8 @@ from forestflow_control_plane.shadow_report import (
     record,
     results_key,
 )
-from forestflow_control_plane.store import Store
+from forestflow_control_plane.spec.model_file import validate_model_file
+from forestflow_control_plane.state.store import Store
 from tests.support import REPO, free_port, serving
 
 C = "examples/mlp"

@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from forestflow_control_plane.desired import desired_state
+from forestflow_control_plane.knative.resources import make_objects
+from forestflow_control_plane.policies.desired import desired_state
 from forestflow_control_plane.policies.shadow import Shadow
-from forestflow_control_plane.records import (
+from forestflow_control_plane.shadows.plan import Plan, plan_of
+from forestflow_control_plane.state.records import (
     ContractRecord,
     ContractSnapshot,
     VariantRecord,
     VariantState,
 )
-from forestflow_control_plane.resources import make_objects
-from forestflow_control_plane.shadow_plan import Plan, plan_of
 
 S = VariantState
 C = "fraud/scoring"

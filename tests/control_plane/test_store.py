@@ -8,10 +8,10 @@ import pytest
 import yaml
 from redis import Redis
 
-from forestflow_control_plane.deployments import register
-from forestflow_control_plane.model_file import ModelFile, validate_model_file
-from forestflow_control_plane.records import ContractSnapshot, VariantState
-from forestflow_control_plane.store import ConflictError, NotFoundError, Store
+from forestflow_control_plane.rollouts.deploys import register
+from forestflow_control_plane.spec.model_file import ModelFile, validate_model_file
+from forestflow_control_plane.state.records import ContractSnapshot, VariantState
+from forestflow_control_plane.state.store import ConflictError, NotFoundError, Store
 
 REPO = Path(__file__).resolve().parents[2]
 

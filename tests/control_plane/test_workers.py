@@ -12,7 +12,7 @@ import pytest
 from redis import Redis
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
 
-from forestflow_control_plane.workers import release_stale_scheduler_locks
+from forestflow_control_plane.rollouts.worker import release_stale_scheduler_locks
 
 
 def dead_pid() -> int:

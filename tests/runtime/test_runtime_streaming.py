@@ -18,7 +18,11 @@ import pytest
 import torch
 from redis import Redis
 
-from forestflow_control_plane.redis_server import redis_command, stop_redis, wait_for_redis
+from forestflow_control_plane.platforms.local.redis_server import (
+    redis_command,
+    stop_redis,
+    wait_for_redis,
+)
 from forestflow_runtime.config import ConfigError, RuntimeConfig, StreamConfig, load_config
 from tests.runtime.runtime_harness import (
     affine_reference,

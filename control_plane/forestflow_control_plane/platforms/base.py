@@ -6,7 +6,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from forestflow_control_plane.desired import DesiredState
+from forestflow_control_plane.policies.desired import DesiredState
 
 
 class PlatformError(RuntimeError):

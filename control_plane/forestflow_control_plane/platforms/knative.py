@@ -21,19 +21,23 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from forestflow_control_plane import admission, names
-from forestflow_control_plane.desired import DesiredState
-from forestflow_control_plane.platforms.base import PlatformError, VariantStatus
-from forestflow_control_plane.resources import (
+from forestflow_control_plane import names
+from forestflow_control_plane.knative import admission
+from forestflow_control_plane.knative.annotations import (
     CONTRACT_LABEL,
+    GROUP,
+    VERSION,
     VERSION_LABEL,
+)
+from forestflow_control_plane.knative.resources import (
     contract_label,
     contract_of,
     make_objects,
 )
+from forestflow_control_plane.platforms.base import PlatformError, VariantStatus
+from forestflow_control_plane.policies.desired import DesiredState
 from forestflow_control_plane.settings import Settings, SettingsError
 
-GROUP, VERSION = "serving.knative.dev", "v1"
 PLURALS = {"Service": "services", "Route": "routes", "Revision": "revisions"}
 FIELD_MANAGER = "forestflow"
 APPLY_PATCH = "application/apply-patch+yaml"

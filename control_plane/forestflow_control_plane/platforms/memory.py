@@ -6,9 +6,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from forestflow_control_plane.desired import DesiredState
+from forestflow_control_plane.knative.resources import contract_of, make_objects
 from forestflow_control_plane.platforms.base import VariantStatus
-from forestflow_control_plane.resources import contract_of, make_objects
+from forestflow_control_plane.policies.desired import DesiredState
 
 
 class MemoryPlatform:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from forestflow_control_plane.policies import shadow
-from forestflow_control_plane.records import ContractSnapshot, VariantRecord, VariantState
+from forestflow_control_plane.state.records import ContractSnapshot, VariantRecord, VariantState
 
 UNTOUCHABLE = frozenset(
     {VariantState.PENDING, VariantState.PHASING_IN, VariantState.EXPIRING, VariantState.EXPIRED}

@@ -16,7 +16,7 @@ from typing import Any
 
 from forestflow_control_plane.policies.gates import Gate, GateResult
 from forestflow_control_plane.policies.split import shift
-from forestflow_control_plane.records import ContractSnapshot
+from forestflow_control_plane.state.records import ContractSnapshot
 
 
 def immediate(snapshot: ContractSnapshot, version: str) -> dict[str, int]:

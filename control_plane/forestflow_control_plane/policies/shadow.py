@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from forestflow_control_plane.records import VariantRecord, VariantState
+from forestflow_control_plane.state.records import VariantRecord, VariantState
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from forestflow_control_plane.policies.gates import SLO, Gate
 from forestflow_control_plane.policies.phase_in import Canary, Immediate, Linear, Plan
-from forestflow_control_plane.records import VariantRecord, VariantState
+from forestflow_control_plane.state.records import VariantRecord, VariantState
 
 VERSIONS = ("v1", "v2", "v3", "v4", "v5", "v6")
 

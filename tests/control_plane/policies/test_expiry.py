@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from forestflow_control_plane.policies.expiry import ExpiryPolicy, for_snapshot, to_expire
-from forestflow_control_plane.records import (
+from forestflow_control_plane.state.records import (
     ContractRecord,
     ContractSnapshot,
     VariantRecord,

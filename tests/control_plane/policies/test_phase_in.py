@@ -17,7 +17,7 @@ from forestflow_control_plane.policies.phase_in import (
     RolloutStatus,
     StepResult,
 )
-from forestflow_control_plane.records import ContractRecord, ContractSnapshot, VariantRecord
+from forestflow_control_plane.state.records import ContractRecord, ContractSnapshot, VariantRecord
 
 RUNNING, PAUSED = RolloutStatus.RUNNING, RolloutStatus.PAUSED
 SUCCEEDED, ROLLED_BACK, ABORTED = (

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from forestflow_control_plane.policies.shadow import Shadow, sample_rate, shadows, wanted
-from forestflow_control_plane.records import VariantRecord, VariantState
+from forestflow_control_plane.state.records import VariantRecord, VariantState
 from tests.control_plane.policies.inputs import variant
 
 SHADOW, SERVING = VariantState.SHADOW, VariantState.SERVING

@@ -18,8 +18,8 @@ from urllib.parse import urlparse
 import httpx
 import psutil
 
-from forestflow_control_plane.auth import admin_token, write_admin_token
-from forestflow_control_plane.redis_server import (
+from forestflow_control_plane.api.auth import admin_token, write_admin_token
+from forestflow_control_plane.platforms.local.redis_server import (
     RedisUnavailableError,
     free_port,
     redis_command,

@@ -18,16 +18,17 @@ import orjson
 import psutil
 from redis import Redis
 
-from forestflow_control_plane import admission, names
-from forestflow_control_plane.desired import DesiredState
-from forestflow_control_plane.platforms.base import TrialError, VariantStatus
-from forestflow_control_plane.redis_server import free_port
-from forestflow_control_plane.resources import (
+from forestflow_control_plane import names
+from forestflow_control_plane.knative import admission
+from forestflow_control_plane.knative.resources import (
     VERSION_LABEL,
     contract_label,
     contract_of,
     make_objects,
 )
+from forestflow_control_plane.platforms.base import TrialError, VariantStatus
+from forestflow_control_plane.platforms.local.redis_server import free_port
+from forestflow_control_plane.policies.desired import DesiredState
 
 HASH_OF_KIND = {"Service": names.LOCAL_SERVICES, "Route": names.LOCAL_ROUTES}
 

@@ -20,12 +20,11 @@ from redis import Redis
 from rq import Queue, get_current_job
 
 from forestflow_control_plane import names
-from forestflow_control_plane.desired import LIVE_STATES, desired_state, nothing
-from forestflow_control_plane.metrics import MetricsSource, MetricsUnavailableError, source_for
 from forestflow_control_plane.platforms import knative
 from forestflow_control_plane.platforms.base import Platform
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
 from forestflow_control_plane.policies import expiry, phase_in
+from forestflow_control_plane.policies.desired import LIVE_STATES, desired_state, nothing
 from forestflow_control_plane.policies.gates import SLO, Gate, GateResult
 from forestflow_control_plane.policies.phase_in import (
     Canary,
@@ -36,9 +35,14 @@ from forestflow_control_plane.policies.phase_in import (
     RolloutStatus,
     StepResult,
 )
-from forestflow_control_plane.records import ContractSnapshot, VariantRecord, VariantState
+from forestflow_control_plane.rollouts.gate_metrics import (
+    MetricsSource,
+    MetricsUnavailableError,
+    source_for,
+)
 from forestflow_control_plane.settings import Settings, SettingsError
-from forestflow_control_plane.store import ConflictError, NotFoundError, Store
+from forestflow_control_plane.state.records import ContractSnapshot, VariantRecord, VariantState
+from forestflow_control_plane.state.store import ConflictError, NotFoundError, Store
 
 JOB_TIMEOUT_S = 600
 # A step this late past its time has lost its scheduled job; the reconcile runs it.

@@ -7,17 +7,17 @@ import contextlib
 from dataclasses import replace
 from typing import Any
 
-from forestflow_control_plane.desired import DesiredState, DesiredVariant
-from forestflow_control_plane.model_file import ModelFile
+from forestflow_control_plane.policies.desired import DesiredState, DesiredVariant
 from forestflow_control_plane.policies.phase_in import FINISHED
-from forestflow_control_plane.records import (
+from forestflow_control_plane.rollouts.in_place import check_in_place
+from forestflow_control_plane.spec.model_file import ModelFile
+from forestflow_control_plane.state.records import (
     ContractRecord,
     ContractSnapshot,
     VariantRecord,
     VariantState,
 )
-from forestflow_control_plane.store import ConflictError, NotFoundError, Store
-from forestflow_control_plane.swaps import check_in_place
+from forestflow_control_plane.state.store import ConflictError, NotFoundError, Store
 
 
 def register(store: Store, model: ModelFile, who: str) -> ContractSnapshot:

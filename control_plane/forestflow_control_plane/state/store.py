@@ -16,7 +16,7 @@ from redis import Redis
 from redis.exceptions import WatchError
 
 from forestflow_control_plane import names
-from forestflow_control_plane.records import (
+from forestflow_control_plane.state.records import (
     ContractRecord,
     ContractSnapshot,
     Event,

@@ -21,7 +21,24 @@ from typing import Any
 import jsonschema
 import yaml
 
-from forestflow_control_plane.knative_values import (
+from forestflow_control_plane.knative.annotations import (
+    ALIASES,
+    API_VERSION,
+    CLASS,
+    HPA,
+    INITIAL_SCALE,
+    KPA,
+    MAX_SCALE,
+    METRIC,
+    MIN_SCALE,
+    PROGRESS_DEADLINE,
+    RETENTION,
+    SERVICE_LABEL,
+    TARGET,
+    VISIBILITY_LABEL,
+    WINDOW,
+)
+from forestflow_control_plane.knative.values import (
     INT32_MAX,
     dns1035_label,
     dns1123_label,
@@ -32,31 +49,10 @@ from forestflow_control_plane.knative_values import (
     qualified_name,
 )
 
-API_VERSION = "serving.knative.dev/v1"
 KINDS = ("Service", "Route")
-CLASS = "autoscaling.knative.dev/class"
-METRIC = "autoscaling.knative.dev/metric"
-TARGET = "autoscaling.knative.dev/target"
-MIN_SCALE = "autoscaling.knative.dev/min-scale"
-MAX_SCALE = "autoscaling.knative.dev/max-scale"
-INITIAL_SCALE = "autoscaling.knative.dev/initial-scale"
-WINDOW = "autoscaling.knative.dev/window"
-RETENTION = "autoscaling.knative.dev/scale-to-zero-pod-retention-period"
-PROGRESS_DEADLINE = "serving.knative.dev/progress-deadline"
-# Knative still reads the camelCase spellings, after the canonical key (kmap.KeyPriority).
-ALIASES = {
-    MIN_SCALE: "autoscaling.knative.dev/minScale",
-    MAX_SCALE: "autoscaling.knative.dev/maxScale",
-    INITIAL_SCALE: "autoscaling.knative.dev/initialScale",
-    RETENTION: "autoscaling.knative.dev/scaleToZeroPodRetentionPeriod",
-}
-KPA = "kpa.autoscaling.knative.dev"
-HPA = "hpa.autoscaling.knative.dev"
 KPA_METRICS = ("concurrency", "rps")
 WINDOW_MIN, WINDOW_MAX = Fraction(6), Fraction(3600)
 TARGET_MIN = Fraction(1, 100)
-VISIBILITY_LABEL = "networking.knative.dev/visibility"
-SERVICE_LABEL = "serving.knative.dev/service"
 # queue-proxy and profiling ports, the queue-proxy's container name and the env it sets.
 RESERVED_PORTS = frozenset({8008, 8012, 8013, 8022, 9090, 9091})
 RESERVED_CONTAINER = "queue-proxy"

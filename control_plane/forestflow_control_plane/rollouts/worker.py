@@ -18,8 +18,9 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
 
-from forestflow_control_plane import names, rollouts
-from forestflow_control_plane.reconcile import start_reconciler
+from forestflow_control_plane import names
+from forestflow_control_plane.rollouts import engine as rollouts
+from forestflow_control_plane.rollouts.reconcile import start_reconciler
 from forestflow_control_plane.settings import Settings
 
 

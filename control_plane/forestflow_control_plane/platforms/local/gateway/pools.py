@@ -27,26 +27,27 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from forestflow_control_plane.knative.annotations import VERSION_LABEL
+from forestflow_control_plane.knative.resources import contract_of
 from forestflow_control_plane.platforms.local.backoff import Backoff
-from forestflow_control_plane.platforms.local.gateway_metrics import (
+from forestflow_control_plane.platforms.local.gateway.metrics import (
     GatewayMetrics,
     VariantGauges,
     VariantMetrics,
 )
-from forestflow_control_plane.platforms.local.scaling import (
-    Autoscaling,
-    Sample,
-    autoscaling_of,
-    desired_replicas,
-)
+from forestflow_control_plane.platforms.local.gateway.upstream import Upstream
 from forestflow_control_plane.platforms.local.supervisor import (
     HydrationError,
     Replica,
     RuntimeSpec,
     Supervisor,
 )
-from forestflow_control_plane.platforms.local.upstream import Upstream
-from forestflow_control_plane.resources import VERSION_LABEL, contract_of
+from forestflow_control_plane.policies.autoscaling import (
+    Autoscaling,
+    Sample,
+    autoscaling_of,
+    desired_replicas,
+)
 
 # What an in-place swap changes in the template after loading it into every running replica.
 SWAPPED_IN_PLACE = frozenset({"FF_MODEL_URI", "FF_MODEL_FORMAT"})

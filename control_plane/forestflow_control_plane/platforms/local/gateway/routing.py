@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from forestflow_control_plane import names
+from forestflow_control_plane.knative.annotations import STICKY_HEADER_ANNOTATION, VERSION_LABEL
 from forestflow_control_plane.policies.routing import sticky_pick
-from forestflow_control_plane.resources import STICKY_HEADER_ANNOTATION, VERSION_LABEL
 
 CONTRACT_PREFIX = "/contracts/"
 SERVICE_PREFIX = "/services/"

@@ -18,13 +18,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-METRIC = "autoscaling.knative.dev/metric"
-INITIAL_SCALE = "autoscaling.knative.dev/initial-scale"
-MIN_SCALE = "autoscaling.knative.dev/min-scale"
-MAX_SCALE = "autoscaling.knative.dev/max-scale"
-TARGET = "autoscaling.knative.dev/target"
-WINDOW = "autoscaling.knative.dev/window"
-RETENTION = "autoscaling.knative.dev/scale-to-zero-pod-retention-period"
+from forestflow_control_plane.knative.annotations import (
+    INITIAL_SCALE,
+    MAX_SCALE,
+    METRIC,
+    MIN_SCALE,
+    RETENTION,
+    TARGET,
+    WINDOW,
+)
+from forestflow_control_plane.knative.values import go_duration
+
 # Knative's defaults, but for two: 60 s of extra runtimes is a lot of a laptop's memory, and
 # 6 s (Knative's smallest window) still rides out the gaps between bursts; and a variant
 # starts at zero, woken by its first request, as the local platform always has.
@@ -109,15 +113,6 @@ def autoscaling_of(service: dict[str, Any]) -> Autoscaling:
     )
 
 
-def parse_duration(text: str) -> float:
-    """Knative's durations as the local platform uses them: `90s`, `1.5s`, `500ms`, `2m`."""
-    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
-    for suffix, scale in units:
-        if text.endswith(suffix) and not (suffix == "s" and text.endswith("ms")):
-            return float(text[: -len(suffix)]) * scale
-    raise ValueError(f"not a duration: {text!r}")
-
-
 def _count(annotations: dict[str, str], key: str) -> int:
     try:
         value = int(annotations[key])
@@ -136,10 +131,9 @@ def _number(annotations: dict[str, str], key: str) -> float:
 
 
 def _seconds(annotations: dict[str, str], key: str) -> float:
-    try:
-        seconds = parse_duration(annotations[key])
-    except ValueError as exc:
-        raise ValueError(f"{key}: {exc}") from None
+    seconds = go_duration(annotations[key])
+    if seconds is None:
+        raise ValueError(f"{key}: not a duration: {annotations[key]!r}")
     if seconds < 0:
         raise ValueError(f"{key}: must not be negative, got {annotations[key]!r}")
-    return seconds
+    return float(seconds)

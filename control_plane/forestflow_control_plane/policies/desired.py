@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from forestflow_control_plane.policies.shadow import shadows
-from forestflow_control_plane.records import ContractSnapshot, VariantState
+from forestflow_control_plane.state.records import ContractSnapshot, VariantState
 
 LIVE_STATES = frozenset(
     {VariantState.PENDING, VariantState.PHASING_IN, VariantState.SERVING, VariantState.SHADOW}

@@ -1,7 +1,7 @@
 """The model.yaml reference as a Markdown table, generated from the schema itself, so the
 README's reference can never disagree with what `ffctl deploy` accepts.
 
-`python -m forestflow_control_plane.model_file_reference` prints it.
+`python -m forestflow_control_plane.spec.reference` prints it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from forestflow_control_plane.model_file import ModelFile
+from forestflow_control_plane.spec.model_file import ModelFile
 
 
 def reference() -> str:

@@ -16,8 +16,8 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from forestflow_control_plane import names
-from forestflow_control_plane.rollouts import Rollouts
-from forestflow_control_plane.store import NotFoundError, Store
+from forestflow_control_plane.rollouts.engine import Rollouts
+from forestflow_control_plane.state.store import NotFoundError, Store
 
 log = logging.getLogger("forestflow.reconcile")
 

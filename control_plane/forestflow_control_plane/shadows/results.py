@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from redis import Redis
 
-from forestflow_control_plane.agreement import Agreement
 from forestflow_control_plane.policies.shadow import shadows
-from forestflow_control_plane.records import ContractSnapshot
+from forestflow_control_plane.shadows.agreement import Agreement
+from forestflow_control_plane.state.records import ContractSnapshot
 
 LATENCY_SAMPLES = 1000
 RESULTS_TTL_S = 7 * 86_400

@@ -12,9 +12,9 @@ from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from forestflow_control_plane.model_file import ModelFileError
 from forestflow_control_plane.platforms.base import PlatformError
-from forestflow_control_plane.store import ConflictError, NotFoundError
+from forestflow_control_plane.spec.model_file import ModelFileError
+from forestflow_control_plane.state.store import ConflictError, NotFoundError
 
 
 class FieldMessage(BaseModel):

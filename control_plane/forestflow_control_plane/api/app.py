@@ -18,8 +18,10 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from forestflow_control_plane import api_errors, names
-from forestflow_control_plane.api_errors import (
+from forestflow_control_plane import names
+from forestflow_control_plane.api import errors as api_errors
+from forestflow_control_plane.api.auth import Principal, Role, Tokens
+from forestflow_control_plane.api.errors import (
     READ_ERRORS,
     WRITE_ERRORS,
     ForbiddenError,
@@ -27,15 +29,25 @@ from forestflow_control_plane.api_errors import (
     UnauthorizedError,
     errors_of,
 )
-from forestflow_control_plane.auth import Principal, Role, Tokens
-from forestflow_control_plane.deployments import (
+from forestflow_control_plane.policies.desired import desired_state, nothing
+from forestflow_control_plane.rollouts.deploys import (
     refuse_while_serving,
     register,
     retire,
     swap_of,
 )
-from forestflow_control_plane.desired import desired_state, nothing
-from forestflow_control_plane.model_file import (
+from forestflow_control_plane.rollouts.engine import (
+    Action,
+    Rollouts,
+    platform_for,
+    rq_schedule,
+    start_rollout,
+)
+from forestflow_control_plane.rollouts.in_place import swap_in_place
+from forestflow_control_plane.settings import Settings
+from forestflow_control_plane.shadows.payload_log import Payloads, read_payloads
+from forestflow_control_plane.shadows.results import ShadowReport, report
+from forestflow_control_plane.spec.model_file import (
     DNS_LABEL,
     FieldError,
     ModelFile,
@@ -43,19 +55,8 @@ from forestflow_control_plane.model_file import (
     check_local_artifacts,
     parse_model_file,
 )
-from forestflow_control_plane.payload_log import Payloads, read_payloads
-from forestflow_control_plane.records import ContractSnapshot, VariantRecord, VariantState
-from forestflow_control_plane.rollouts import (
-    Action,
-    Rollouts,
-    platform_for,
-    rq_schedule,
-    start_rollout,
-)
-from forestflow_control_plane.settings import Settings
-from forestflow_control_plane.shadow_report import ShadowReport, report
-from forestflow_control_plane.store import NotFoundError, Store
-from forestflow_control_plane.swaps import swap_in_place
+from forestflow_control_plane.state.records import ContractSnapshot, VariantRecord, VariantState
+from forestflow_control_plane.state.store import NotFoundError, Store
 
 MAX_MODEL_FILE_BYTES = 1 << 20
 JOB_TIMEOUT_S = 3600

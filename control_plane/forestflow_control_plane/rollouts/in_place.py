@@ -17,14 +17,14 @@ from typing import Any
 import httpx
 from rq import get_current_job
 
-from forestflow_control_plane.desired import DesiredVariant, desired_state
+from forestflow_control_plane.knative.resources import make_service, model_name
 from forestflow_control_plane.platforms.base import Platform, TrialError
+from forestflow_control_plane.policies.desired import DesiredVariant, desired_state
 from forestflow_control_plane.policies.phase_in import FINISHED, RolloutProgress, RolloutStatus
-from forestflow_control_plane.records import ContractSnapshot, VariantState
-from forestflow_control_plane.resources import make_service, model_name
-from forestflow_control_plane.rollouts import platform_for
+from forestflow_control_plane.rollouts.engine import platform_for
 from forestflow_control_plane.settings import Settings
-from forestflow_control_plane.store import ConflictError, NotFoundError, Store
+from forestflow_control_plane.state.records import ContractSnapshot, VariantState
+from forestflow_control_plane.state.store import ConflictError, NotFoundError, Store
 
 ReplicaFinder = Callable[[str, str], list[str]]
 # What an in-place deploy may change: the artifact. Anything else needs a new version.

@@ -37,13 +37,13 @@ from prometheus_client import start_http_server
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError, WatchError
 
-from forestflow_control_plane.agreement import MismatchError, compare
-from forestflow_control_plane.mirror_metrics import MirrorMetrics
 from forestflow_control_plane.settings import Settings
-from forestflow_control_plane.shadow_plan import Plan, Plans
-from forestflow_control_plane.shadow_report import Outcome, record
-from forestflow_control_plane.shadow_targets import ShadowTargets, targets_for
-from forestflow_control_plane.store import Store
+from forestflow_control_plane.shadows.agreement import MismatchError, compare
+from forestflow_control_plane.shadows.exporter import MirrorMetrics
+from forestflow_control_plane.shadows.plan import Plan, Plans
+from forestflow_control_plane.shadows.results import Outcome, record
+from forestflow_control_plane.shadows.targets import ShadowTargets, targets_for
+from forestflow_control_plane.state.store import Store
 
 INFER_TIMING = re.compile(r"(?:^|,)\s*infer\s*;(?:[^,]*;)?\s*dur=([0-9]+(?:\.[0-9]+)?)")
 

@@ -14,15 +14,23 @@ from typing import Any
 import orjson
 
 from forestflow_control_plane import names
-from forestflow_control_plane.desired import DesiredState, DesiredVariant
+from forestflow_control_plane.knative.annotations import (
+    API_VERSION,
+    CONTRACT_LABEL,
+    INITIAL_SCALE,
+    MAX_SCALE,
+    METRIC,
+    MIN_SCALE,
+    PROGRESS_DEADLINE,
+    RETENTION,
+    REVISION_LABEL,
+    STICKY_HEADER_ANNOTATION,
+    TARGET,
+    VERSION_LABEL,
+    WINDOW,
+)
+from forestflow_control_plane.policies.desired import DesiredState, DesiredVariant
 
-API_VERSION = "serving.knative.dev/v1"
-CONTRACT_LABEL = "forestflow.dev/contract"
-VERSION_LABEL = "forestflow.dev/version"
-# The variant's revision counter (bumped by in-place swaps), for people reading the cluster.
-REVISION_LABEL = "forestflow.dev/revision"
-# Knative routes by percent only; ForestFlow's gateway reads this to pin clients by a header.
-STICKY_HEADER_ANNOTATION = "forestflow.dev/sticky-header"
 RUNTIME_PORT = 8080
 PROGRESS_DEADLINE_S = 600
 
@@ -207,20 +215,20 @@ def _scaling_annotations(scaling: dict[str, Any]) -> dict[str, str]:
     """The revision's autoscaler settings; the optional ones only when model.yaml sets them.
     A spec stored before a setting existed reads as its default."""
     notes = {
-        "autoscaling.knative.dev/metric": scaling.get("metric", "concurrency"),
-        "autoscaling.knative.dev/target": str(scaling["target_concurrency"]),
-        "autoscaling.knative.dev/min-scale": str(scaling["min_replicas"]),
-        "autoscaling.knative.dev/max-scale": str(scaling["max_replicas"]),
+        METRIC: scaling.get("metric", "concurrency"),
+        TARGET: str(scaling["target_concurrency"]),
+        MIN_SCALE: str(scaling["min_replicas"]),
+        MAX_SCALE: str(scaling["max_replicas"]),
     }
     if scaling.get("initial_replicas") is not None:
-        notes["autoscaling.knative.dev/initial-scale"] = str(scaling["initial_replicas"])
+        notes[INITIAL_SCALE] = str(scaling["initial_replicas"])
     if scaling.get("window_seconds") is not None:
-        notes["autoscaling.knative.dev/window"] = f"{scaling['window_seconds']}s"
-    notes["autoscaling.knative.dev/scale-to-zero-pod-retention-period"] = _duration(
+        notes[WINDOW] = f"{scaling['window_seconds']}s"
+    notes[RETENTION] = _duration(
         scaling["retention_seconds"]
     )
     deadline = scaling.get("progress_deadline_seconds", PROGRESS_DEADLINE_S)
-    notes["serving.knative.dev/progress-deadline"] = f"{deadline}s"
+    notes[PROGRESS_DEADLINE] = f"{deadline}s"
     return notes
 
 

@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from forestflow_control_plane.desired import desired_state
+from forestflow_control_plane.knative.resources import model_name
+from forestflow_control_plane.policies.desired import desired_state
 from forestflow_control_plane.policies.shadow import Shadow, shadows
-from forestflow_control_plane.records import ContractSnapshot
-from forestflow_control_plane.resources import model_name
-from forestflow_control_plane.store import NotFoundError
+from forestflow_control_plane.state.records import ContractSnapshot
+from forestflow_control_plane.state.store import NotFoundError
 
 MAX_CACHED = 1000
 

@@ -28,23 +28,23 @@ import orjson
 import redis.asyncio as aioredis
 
 from forestflow_control_plane import names
-from forestflow_control_plane.platforms.local.gateway_metrics import CONTENT_TYPE, GatewayMetrics
-from forestflow_control_plane.platforms.local.platform import version_of
-from forestflow_control_plane.platforms.local.pools import (
+from forestflow_control_plane.knative.annotations import CONTRACT_LABEL
+from forestflow_control_plane.platforms.local.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from forestflow_control_plane.platforms.local.gateway.pools import (
     OverloadedError,
     Pool,
     Pools,
     RestartingError,
 )
-from forestflow_control_plane.platforms.local.routing import (
+from forestflow_control_plane.platforms.local.gateway.routing import (
     Draws,
     RouteTable,
     build_table,
     match_request,
 )
+from forestflow_control_plane.platforms.local.gateway.upstream import UpstreamError
+from forestflow_control_plane.platforms.local.platform import version_of
 from forestflow_control_plane.platforms.local.supervisor import HydrationError, Supervisor
-from forestflow_control_plane.platforms.local.upstream import UpstreamError
-from forestflow_control_plane.resources import CONTRACT_LABEL
 from forestflow_control_plane.settings import Settings
 
 Scope = MutableMapping[str, Any]
