@@ -25,10 +25,16 @@ def header_version(response: httpx.Response) -> str:
 
 @dataclass
 class Tally:
+    """`answers` in the order they came back; `sent_at[i]` (the event loop's clock) and
+    `latencies_ms[i]` belong to `answers[i]`. Answers come back out of the order they were
+    sent (one waits on a replica starting while others are served), so what a change of
+    routing guarantees is read by send time (`sent_since`), never from the last answer."""
+
     version_of: Callable[[httpx.Response], str] = header_version
     answers: list[httpx.Response] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)
 
     @property
     def failures(self) -> list[str]:
@@ -45,6 +51,10 @@ class Tally:
 
     def served(self) -> Counter[str]:
         return Counter(self.version_of(r) for r in self.ok())
+
+    def sent_since(self, moment: float) -> list[httpx.Response]:
+        """The answers to requests sent at `moment` (the event loop's clock) or later."""
+        return [r for r, sent in zip(self.answers, self.sent_at, strict=True) if sent >= moment]
 
     def summary(self, scenario: str) -> str:
         served = ", ".join(f"{v} {n}" for v, n in sorted(self.served().items()))
@@ -64,6 +74,7 @@ async def _client_loop(
             tally.errors.append(f"{type(exc).__name__}: {exc}")
             continue
         tally.latencies_ms.append((loop.time() - started) * 1000)
+        tally.sent_at.append(started)
         tally.answers.append(response)
 
 
@@ -105,4 +116,12 @@ async def until_answered(tally: Tally, count: int, timeout: float = 60.0) -> Non
     target = tally.total + count
     async with asyncio.timeout(timeout):
         while tally.total < target:
+            await asyncio.sleep(0.02)
+
+
+async def until_sent_since(tally: Tally, moment: float, count: int, timeout: float = 180.0) -> None:
+    """Wait until `count` requests sent at `moment` or later have their answers (the first may
+    wait on a replica starting: a bound, not a budget)."""
+    async with asyncio.timeout(timeout):
+        while len(tally.sent_since(moment)) < count:
             await asyncio.sleep(0.02)

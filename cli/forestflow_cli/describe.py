@@ -69,9 +69,7 @@ def variants(contract: dict[str, Any]) -> Table:
 
 
 def rollout(contract: dict[str, Any]) -> RenderableType:
-    record = contract["rollout"]
-    specs = {v["version"]: v["spec"] for v in contract["variants"]}
-    view = rollout_view(contract["traffic"], record, specs.get((record or {}).get("candidate")))
+    view = rollout_view(contract["traffic"], contract["rollout"])
     return Text("none") if view is None else progress_table(view)
 
 

@@ -13,8 +13,8 @@ from forestflow_cli.exit_codes import ExitCode, fail
 from forestflow_cli.model_files import read_model_file
 from forestflow_cli.output import out
 from forestflow_control_plane.knative.admission import InvalidObjectError, check_all
+from forestflow_control_plane.knative.render import kn_commands, manifests_yaml
 from forestflow_control_plane.knative.resources import make_objects
-from forestflow_control_plane.platforms.knative import kn_commands, manifests_yaml
 from forestflow_control_plane.rollouts.deploys import first_state
 from forestflow_control_plane.settings import Settings
 from forestflow_control_plane.spec.model_file import ModelFileError, parse_model_file

@@ -85,11 +85,10 @@ def follow_rollout(
 ) -> Outcome:
     """Follow `version`'s rollout to its end, or, with `until_percent`, until the candidate
     has held that share or more through a whole step (its gate passed there)."""
-    spec = client.variant(contract, version)["spec"]
     with reporter() as shown:
         while True:
             body = client.rollout(contract)
-            view = rollout_view(body["traffic"], body["rollout"], spec)
+            view = rollout_view(body["traffic"], body["rollout"])
             if view is None or view.candidate != version:
                 return Outcome(False, "superseded", f"the rollout of {version} was replaced")
             shown.show(view)

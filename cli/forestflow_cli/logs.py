@@ -4,7 +4,9 @@ events its runtimes sample, see `payload_logging`), and with `--follow` what com
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -44,19 +46,33 @@ def logs(
     """The contract's sampled request/response events (payload log), oldest first.
 
     json / yaml: the API's page {contract, events, cursor}; with --follow, one object per
-    event."""
+    event, until an interrupt (SIGINT) ends it with exit code 0."""
     with api(server, token) as client:
-        page = client.payloads(contract, count, variant)
         if not follow:
+            page = client.payloads(contract, count, variant)
             emit(page, output, lambda p: events_table(p["events"]))
             return
-        with contextlib.suppress(KeyboardInterrupt):
-            _follow(client, contract, variant, page, output)
+        with contextlib.suppress(KeyboardInterrupt), interruptible():
+            _follow(client, contract, variant, count, output)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt while the block runs, even where it was inherited
+    ignored (a script's `ffctl logs -f &`: POSIX shells start background jobs so), since an
+    interrupt is the one way a follow ends. Python keeps an inherited SIG_IGN, which left
+    such a follower running for good."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _follow(
-    client: Client, contract: str, variant: str | None, page: dict[str, Any], output: Format
+    client: Client, contract: str, variant: str | None, count: int, output: Format
 ) -> None:
+    page = client.payloads(contract, count, variant)
     while True:
         for event in page["events"]:
             emit_stream_item(event, output, event_line)

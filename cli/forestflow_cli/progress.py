@@ -10,7 +10,6 @@ from typing import Any
 from rich.table import Table
 
 from forestflow_cli.output import add_row, percents, when
-from forestflow_control_plane.policies.phase_in import Canary, Immediate, Linear, Plan
 
 FINISHED = ("succeeded", "rolled_back", "aborted")
 # Keys of the gate record that are not measurements: everything else is shown as one.
@@ -32,36 +31,23 @@ class RolloutView:
     next_at: float | None
 
 
-def plan_of(spec: dict[str, Any]) -> Plan:
-    """The phase-in plan a variant's stored spec describes (for its number of steps)."""
-    phase = (spec.get("rollout") or {}).get("phase_in") or {}
-    if phase.get("policy") == "canary":
-        return Canary(tuple(phase["steps"]), phase.get("hold_seconds", 0))
-    if phase.get("policy") == "linear":
-        return Linear(phase["duration_seconds"], phase.get("interval_seconds", 30.0))
-    return Immediate()
-
-
-def rollout_view(
-    traffic: dict[str, int], rollout: dict[str, Any] | None, spec: dict[str, Any] | None
-) -> RolloutView | None:
-    """The view of a contract's rollout record; `spec` is the candidate variant's."""
+def rollout_view(traffic: dict[str, int], rollout: dict[str, Any] | None) -> RolloutView | None:
+    """The view of a contract's rollout as the API answers it (with the candidate's plan)."""
     if rollout is None:
         return None
     progress = rollout["progress"]
     candidate = rollout["candidate"]
-    plan = plan_of(spec or {})
-    gated = bool(((spec or {}).get("rollout") or {}).get("gate"))
+    plan = tuple(int(p) for p in rollout["plan"])
     return RolloutView(
         candidate=candidate,
-        strategy=str(rollout.get("strategy", "revision")),
+        strategy=str(rollout["strategy"]),
         status=str(progress["status"]),
-        step=min(int(progress["step"]), plan.last_step()) + 1,
-        steps=plan.last_step() + 1,
-        plan=tuple(plan.percent(step) for step in range(plan.last_step() + 1)),
+        step=min(int(progress["step"]), len(plan) - 1) + 1,
+        steps=len(plan),
+        plan=plan,
         percent=int(traffic.get(candidate, 0)),
         traffic=dict(traffic),
-        gate=gate_text(rollout.get("gate")) if gated else "",
+        gate=gate_text(rollout.get("gate")) if rollout["gated"] else "",
         reason=str(progress.get("reason", "")),
         next_at=rollout.get("next_at"),
     )

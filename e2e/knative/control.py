@@ -16,11 +16,11 @@ from redis import Redis
 from rq import Queue
 
 from forestflow_control_plane import names
-from forestflow_control_plane.platforms.knative import GROUP, VERSION
-from forestflow_control_plane.policies.phase_in import FINISHED
+from forestflow_control_plane.knative.annotations import GROUP, VERSION
 from forestflow_control_plane.rollouts.deploys import register
-from forestflow_control_plane.rollouts.engine import JOB_TIMEOUT_S, start_rollout
+from forestflow_control_plane.rollouts.jobs import JOB_TIMEOUT_S, start_rollout
 from forestflow_control_plane.spec.model_file import ModelFile, validate_model_file
+from forestflow_control_plane.state.records import RolloutRecord
 from forestflow_control_plane.state.store import Store
 
 WORKER = [sys.executable, "-m", "forestflow_control_plane", "worker"]
@@ -65,15 +65,16 @@ def enqueue_deploy(redis: Redis, model: ModelFile) -> None:
     )
 
 
-def rollout(redis: Redis, contract: str) -> dict[str, Any]:
-    return Store(redis).get(contract).contract.rollout or {}
+def rollout(redis: Redis, contract: str) -> RolloutRecord | None:
+    return Store(redis).get(contract).contract.rollout
 
 
 def finished(redis: Redis, contract: str, version: str) -> str | None:
     """The status `version`'s rollout finished with; None while it runs (or is not its)."""
     record = rollout(redis, contract)
-    status = (record.get("progress") or {}).get("status")
-    return status if record.get("candidate") == version and status in FINISHED else None
+    if record is None or record.candidate != version or not record.finished:
+        return None
+    return record.status.value
 
 
 def traffic(redis: Redis, contract: str) -> dict[str, int]:

@@ -97,7 +97,8 @@ def test_a_gated_canary_reaches_100_percent_and_the_old_version_expires(
     status, tally = asyncio.run(deploy_under_load(url, redis, contract, v2))
     print(tally.summary("(a) gated canary to 100 % on knative"))
     assert status == "succeeded", (rollout(redis, contract), workers.tail())
-    assert rollout(redis, contract)["gate"]["passed"] is True
+    record = rollout(redis, contract)
+    assert record is not None and record.gate is not None and record.gate.passed is True
     assert tally.failures == []
     assert set(tally.served()) == {"v1", "v2"}
     assert version(tally.ok()[-1]) == "v2"
@@ -125,7 +126,8 @@ def test_a_slow_canary_fails_its_gate_and_rolls_back(
     print(tally.summary("(b) slow canary rolled back on knative"))
     record = rollout(redis, contract)
     assert status == "rolled_back", (record, workers.tail())
-    assert record["gate"]["passed"] is False and "over SLO 50 ms" in record["gate"]["reason"]
+    assert record is not None and record.gate is not None
+    assert record.gate.passed is False and "over SLO 50 ms" in record.gate.reason
     assert tally.failures == []
     assert set(tally.served()) == {"v1", "v3"}  # the canary took traffic before it failed
     assert version(tally.ok()[-1]) == "v1"
@@ -145,9 +147,9 @@ async def kill_worker_mid_rollout(
         await until(
             lambda: traffic(redis, contract) == {"v1": 50, "v2": 50}, "the canary's first step"
         )
-        token = rollout(redis, contract)["token"]
+        token = current_token(redis, contract)
         workers.kill(first)
-        assert rollout(redis, contract)["token"] == token  # nothing moved without a worker
+        assert current_token(redis, contract) == token  # nothing moved without a worker
         assert traffic(redis, contract) == {"v1": 50, "v2": 50}
         second = workers.start()
         await until(
@@ -178,3 +180,9 @@ def test_a_killed_worker_mid_rollout_resumes_and_no_request_fails(
     assert version(tally.ok()[-1]) == "v2"
     assert traffic(redis, contract) == {"v2": 100}
     wait_for(lambda: routed(kube, namespace, {"v1": 0, "v2": 100}), "all traffic on v2")
+
+
+def current_token(redis: Redis, contract: str) -> int:
+    record = rollout(redis, contract)
+    assert record is not None, f"{contract} has no rollout"
+    return record.token

@@ -7,11 +7,15 @@ the end of the previous batch: see _gather) is spent gathering only when the pre
 held several requests, i.e. when there is evidence of concurrency, and it ends early once the
 batch is as large as the previous one: under steady load of C clients, a batch goes as soon as
 the C are in. Inference runs on one worker thread; outputs are split back by row counts after a
-size check that fails the whole batch rather than guess.
+size check that fails the whole batch rather than guess. All of it runs on an injected clock and
+its timers (clock.py), so tests step time through the window and the deadlines.
 """
+
+from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from forestflow_runtime.clock import Clock, Schedule, loop_timer
 from forestflow_runtime.config import BatchingConfig
 from forestflow_runtime.errors import DeadlineExceeded, ModelFailed, ModelNotReady, QueueFull
 from forestflow_runtime.worker import ModelWorker
@@ -38,7 +43,7 @@ class Pending:
     inputs: tuple[np.ndarray, ...]
     rows: int
     key: ShapeKey
-    future: "asyncio.Future[list[np.ndarray]]"
+    future: asyncio.Future[list[np.ndarray]]
     enqueued_at: float
 
 
@@ -49,27 +54,33 @@ def shape_key(inputs: Sequence[np.ndarray]) -> ShapeKey:
     return tuple(a.shape[1:] for a in inputs)
 
 
-def _wake(waiter: "asyncio.Future[None]") -> None:
+def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
 
 
-def _expire(future: "asyncio.Future[list[np.ndarray]]") -> None:
+def _expire(future: asyncio.Future[list[np.ndarray]]) -> None:
     if not future.done():
         future.set_exception(DeadlineExceeded("request deadline passed before the model answered"))
 
 
 class Batcher:
-    """Owns the queue, the batching task and the model's worker thread."""
+    """Owns the queue, the batching task and the model's worker thread. `clock` (monotonic
+    seconds) and `schedule` (timers on it) time the window and the request deadlines."""
 
     def __init__(
         self,
         config: BatchingConfig,
         observer: BatchObserver,
         thread_init: Callable[[], None] | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        schedule: Schedule = loop_timer,
     ) -> None:
         self.config = config
         self.observer = observer
+        self._clock = clock
+        self._schedule = schedule
         self.model: Model | None = None
         self._queue: collections.deque[Pending] = collections.deque()
         self._wakeup: asyncio.Future[None] | None = None  # the batching task's, while it sleeps
@@ -108,10 +119,10 @@ class Batcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[np.ndarray]] = loop.create_future()
         rows = inputs[0].shape[0]
-        self._queue.append(Pending(inputs, rows, shape_key(inputs), future, loop.time()))
+        self._queue.append(Pending(inputs, rows, shape_key(inputs), future, self._clock()))
         if self._wakeup is not None:
             _wake(self._wakeup)
-        timer = loop.call_later(timeout_s, _expire, future)
+        timer = self._schedule(timeout_s, functools.partial(_expire, future))
         try:
             return await future
         finally:
@@ -127,10 +138,11 @@ class Batcher:
                 await self._dispatch(batch)
 
     async def _sleep(self, deadline: float | None) -> None:
-        """Until infer() queues a request, or the loop clock reaches deadline (if any)."""
-        loop = asyncio.get_running_loop()
-        self._wakeup = waiter = loop.create_future()
-        timer = None if deadline is None else loop.call_at(deadline, _wake, waiter)
+        """Until infer() queues a request, or the clock reaches deadline (if any)."""
+        self._wakeup = waiter = asyncio.get_running_loop().create_future()
+        timer = None
+        if deadline is not None:
+            timer = self._schedule(deadline - self._clock(), functools.partial(_wake, waiter))
         try:
             await waiter
         finally:
@@ -144,8 +156,7 @@ class Batcher:
             return []
         batch = [first]
         rows = self._take_matching(batch, first.rows)
-        loop = asyncio.get_running_loop()
-        if len(batch) == 1 and not self._busy(loop.time()):
+        if len(batch) == 1 and not self._busy(self._clock()):
             return batch
         # The window counts from the oldest arrival, and also from the end of the previous
         # batch: requests that queued behind a running batch have waited already, but the
@@ -156,7 +167,7 @@ class Batcher:
         window_s = self.config.window_ms / 1000.0
         deadline = max(first.enqueued_at, self._last_batch_end) + window_s
         target = min(self.config.max_batch_size, max(self._last_batch_rows, 2))
-        while rows < target and loop.time() < deadline:
+        while rows < target and self._clock() < deadline:
             await self._sleep(deadline)
             rows = self._take_matching(batch, rows)
         return batch
@@ -203,8 +214,7 @@ class Batcher:
         else:
             columns = zip(*(item.inputs for item in batch), strict=True)
             inputs = [np.concatenate(column) for column in columns]
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
+        started = self._clock()
         try:
             outputs = await self._worker.submit(model, inputs)
             _check_rows(outputs, rows)
@@ -216,8 +226,8 @@ class Batcher:
             _fail(batch, error)
             return
         finally:
-            self._last_batch_end = loop.time()
-            self.observer.batch_done(rows, time.perf_counter() - started)
+            self._last_batch_end = self._clock()
+            self.observer.batch_done(rows, self._last_batch_end - started)
         start = 0
         for item in batch:
             end = start + item.rows

@@ -33,7 +33,7 @@ from forestflow_runtime.dataplane import DataPlane, OutputTensor
 from forestflow_runtime.errors import InvalidRequest, ModelNotReady, QueueFull, RuntimeServingError
 from forestflow_runtime.metrics import RuntimeMetrics
 from forestflow_runtime.protocols.binary import BinaryReader
-from forestflow_runtime.protocols.v2 import V2Endpoints
+from forestflow_runtime.protocols.codec import decode_inputs, encode_outputs
 from forestflow_runtime.validation import instances_array
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,6 @@ class StreamConsumer:
         self.plane = plane
         self.metrics = metrics
         self.consumer = config.consumer or f"{socket.gethostname()}-{os.getpid()}"
-        self._v2 = V2Endpoints(plane)
         self._inflight: dict[bytes, asyncio.Task[None]] = {}
         self._freed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -269,7 +268,7 @@ class StreamConsumer:
         if not isinstance(document, dict):
             raise InvalidRequest(f"inputs: expected a JSON object, got {type(document).__name__}")
         if "inputs" in document:
-            arrays = self._v2._inputs(document, BinaryReader(memoryview(b"")))
+            arrays = decode_inputs(self.plane, document, BinaryReader(memoryview(b"")))
         elif "input" in document:
             if len(self.plane.inputs) != 1:
                 raise InvalidRequest(
@@ -372,15 +371,6 @@ def _text(value: bytes | str) -> str:
 
 
 def _outputs_json(outputs: list[OutputTensor]) -> bytes:
-    return orjson.dumps(
-        [
-            {
-                "name": tensor.name,
-                "datatype": tensor.datatype,
-                "shape": list(tensor.array.shape),
-                "data": tensor.array.ravel(),
-            }
-            for tensor in outputs
-        ],
-        option=orjson.OPT_SERIALIZE_NUMPY,
-    )
+    """The outputs as v2 JSON tensors: a stream answer carries no binary part."""
+    entries, _ = encode_outputs((tensor, False) for tensor in outputs)
+    return orjson.dumps(entries, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -23,6 +23,7 @@ from typer.testing import CliRunner, Result
 from forestflow_cli.main import app
 from forestflow_control_plane.api.app import create_app
 from forestflow_control_plane.api.auth import load_tokens
+from forestflow_control_plane.composition import Parts
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
 from forestflow_control_plane.rollouts.engine import Rollouts
 from forestflow_control_plane.settings import Settings
@@ -69,7 +70,7 @@ def settings(redis: Redis, redis_url: str, tmp_path: Path, gateway_port: int) ->
 @pytest.fixture
 def api_url(settings: Settings) -> Iterator[str]:
     tokens = load_tokens({"FF_ADMIN_TOKEN": ADMIN, "FF_READ_TOKEN": READER})
-    with serving(create_app(settings, tokens), free_port()) as url:
+    with serving(create_app(Parts(settings), tokens), free_port()) as url:
         yield url
 
 

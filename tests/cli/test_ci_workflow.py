@@ -59,6 +59,12 @@ def test_the_workflow_deploys_waits_promotes_and_rolls_back() -> None:
     assert list(by_name).index(promote["name"]) > list(by_name).index(deploy["name"])
 
 
+def test_the_runner_installs_ffctl_without_the_runtime() -> None:
+    """A runner that only drives rollouts needs no torch: no `runtime` extra."""
+    install = next(s for s in steps() if "pip install" in s.get("run", ""))
+    assert shlex.split(install["run"]) == ["pip", "install", "forestflow"]
+
+
 @pytest.mark.parametrize("args", calls(), ids=lambda a: " ".join(a))
 def test_every_ffctl_command_and_option_the_workflow_runs_exists(args: list[str]) -> None:
     command = command_of(args)

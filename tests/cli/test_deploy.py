@@ -18,7 +18,12 @@ from redis import Redis
 
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
 from forestflow_control_plane.rollouts.engine import Rollouts
-from forestflow_control_plane.state.records import ContractSnapshot, VariantState
+from forestflow_control_plane.state.records import (
+    ContractSnapshot,
+    GateVerdict,
+    RolloutStatus,
+    VariantState,
+)
 from forestflow_control_plane.state.store import Store
 from tests.support import eventually
 
@@ -45,7 +50,7 @@ def test_a_rollout_that_succeeds_exits_0_with_its_url(
 
 def running(contract: ContractSnapshot) -> bool:
     record = contract.contract.rollout
-    return record is not None and record["candidate"] == "v2"
+    return record is not None and record.candidate == "v2"
 
 
 def gate_fails(before: ContractSnapshot | None) -> ContractSnapshot:
@@ -53,9 +58,9 @@ def gate_fails(before: ContractSnapshot | None) -> ContractSnapshot:
     assert before is not None
     record = before.contract.rollout
     assert record is not None
-    progress = {**record["progress"], "status": "rolled_back", "reason": REASON}
-    rollout = {**record, "progress": progress, "next_at": None,
-               "gate": {"passed": False, "reason": REASON, "at": time.time()}}
+    progress = replace(record.progress, status=RolloutStatus.ROLLED_BACK, reason=REASON)
+    rollout = replace(record, progress=progress, next_at=None,
+                      gate=GateVerdict(False, REASON, time.time()))
     contract = replace(before.contract, traffic={"v1": 100}, rollout=rollout)
     v2 = replace(before.variants["v2"], state=VariantState.FAILED, reason=REASON)
     return replace(before.with_variant(v2), contract=contract)
@@ -106,7 +111,7 @@ def test_until_percent_returns_once_the_share_was_held_and_promote_finishes(
         eventually(lambda: running(store.get(CONTRACT)), what="the first step")
         record = store.get(CONTRACT).contract.rollout
         assert record is not None
-        later.advance(CONTRACT, "v2", record["token"])
+        later.advance(CONTRACT, "v2", record.token)
 
     stepper = threading.Thread(target=hold_is_over)
     stepper.start()

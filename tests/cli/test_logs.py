@@ -4,15 +4,15 @@ and followed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import orjson
@@ -20,8 +20,8 @@ import pytest
 import yaml
 from redis import Redis
 
-from forestflow_control_plane.shadows.payload_log import PAYLOAD_STREAM
-from tests.support import eventually
+from forestflow_control_plane.names import PAYLOAD_STREAM
+from tests.support import eventually, free_port, serving
 
 from .conftest import ADMIN, CONTRACT, Ffctl, deploy, model_spec
 
@@ -131,35 +131,118 @@ def test_ffctl_logs_tails_in_every_format(
     assert "input [1, 4] [0, 0.5, -1, 2]" in table and "4.2 ms" in table
 
 
-def lines_of(stream: IO[str]) -> Iterator[str]:
-    yield from iter(stream.readline, "")
+STARTED_S = 180.0  # a bound, not a budget: the CLI's first answer, on a loaded machine
+STOPPED_S = 30.0  # a bound for the exit after SIGINT, which a follower answers at once
+FOLLOW = ["-m", "forestflow_cli", "logs", CONTRACT, "-f", "-n", "1", "-o", "json"]
+# The follower started as a POSIX shell starts a background job (`ffctl logs -f &` in a
+# script): SIGINT ignored, which a Python process keeps unless it installs a handler itself.
+SIGINT_IGNORED = ["sh", "-c", 'trap "" INT; exec "$@"', "sh"]
 
 
-def test_ffctl_logs_follow_prints_new_events_as_json_lines_until_interrupted(
-    api_url: str, redis: Redis, logged: list[str], ffctl: Ffctl
-) -> None:
+class Follower:
+    """`ffctl logs -f -o json` in its own process, its JSON lines read as they come."""
+
+    def __init__(self, env: dict[str, str], stderr: Path, sigint_ignored: bool) -> None:
+        self._stderr_path = stderr
+        self._stderr = stderr.open("w")  # a file, not a pipe nobody drains while it runs
+        prefix = SIGINT_IGNORED if sigint_ignored else []
+        self.process = subprocess.Popen(
+            [*prefix, sys.executable, *FOLLOW], env=env, stdout=subprocess.PIPE,
+            stderr=self._stderr, text=True,
+        )
+        self.seen: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in iter(self.process.stdout.readline, ""):
+            self.seen.append(json.loads(line))
+
+    def requests(self) -> list[str]:
+        return [e["request_id"] for e in self.seen]
+
+    def interrupt(self) -> int:
+        """SIGINT, then its exit code (killed after STOPPED_S, and the test fails)."""
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=STOPPED_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"ffctl logs -f still running {STOPPED_S:.0f} s after SIGINT")
+        finally:
+            self._reader.join(timeout=STOPPED_S)
+            self._stderr.close()
+
+    def stderr(self) -> str:
+        return self._stderr_path.read_text()
+
+
+def follower_env(ffctl: Ffctl, api_url: str) -> dict[str, str]:
     env = {k: v for k, v in {**os.environ, **ffctl.env}.items() if v is not None}
     env.update(FF_SERVER=api_url, FF_TOKEN=ADMIN)
-    follower = subprocess.Popen(
-        [sys.executable, "-m", "forestflow_cli", "logs", CONTRACT, "-f", "-n", "1", "-o", "json"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    seen: list[dict[str, Any]] = []
-    reader = threading.Thread(
-        target=lambda: seen.extend(json.loads(line) for line in lines_of(follower.stdout)),  # type: ignore[arg-type]
-        daemon=True,
-    )
-    reader.start()
+    return env
+
+
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["sigint-default", "sigint-ignored"])
+def test_ffctl_logs_follow_prints_new_events_as_json_lines_until_interrupted(
+    api_url: str, redis: Redis, logged: list[str], ffctl: Ffctl, tmp_path: Path,
+    sigint_ignored: bool,
+) -> None:
+    follower = Follower(follower_env(ffctl, api_url), tmp_path / "stderr", sigint_ignored)
     try:
-        eventually(lambda: len(seen) >= 1, what="the tail")
-        assert [e["request_id"] for e in seen] == ["req-5"]  # the tail, then what comes
+        eventually(lambda: len(follower.seen) >= 1, STARTED_S, "the tail")
+        assert follower.requests() == ["req-5"]  # the tail, then what comes
         xadd(redis, "other/model", "v1", 300)
         for n in (6, 7):
             xadd(redis, CONTRACT, "v1", n)
-        eventually(lambda: len(seen) >= 3, what="the new events")
-        assert [e["request_id"] for e in seen] == ["req-5", "req-6", "req-7"]
+        eventually(lambda: len(follower.seen) >= 3, STARTED_S, "the new events")
+        assert follower.requests() == ["req-5", "req-6", "req-7"]
     finally:
-        follower.send_signal(signal.SIGINT)
-        code = follower.wait(timeout=30)
-        reader.join(timeout=30)
-    assert code == 0, follower.stderr.read()  # type: ignore[union-attr]
+        code = follower.interrupt()
+    assert code == 0, follower.stderr()
+
+
+class HeldPoll:
+    """An API that answers the tail (one event) and holds the next poll until released: a
+    server slow to answer, the moment a follower must still stop at SIGINT."""
+
+    def __init__(self) -> None:
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if b"after=" in scope["query_string"]:
+            self.held.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.05)
+            page: dict[str, Any] = {"contract": CONTRACT, "events": [], "cursor": "1-0"}
+        else:
+            event = {
+                "id": "1-0", "variant": "v1", "request_id": "req-0", "inputs": {},
+                "outputs": {}, "latency_ms": 1.0, "time": 1_700_000_000.0,
+            }
+            page = {"contract": CONTRACT, "events": [event], "cursor": "1-0"}
+        body = orjson.dumps(page)
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def test_ffctl_logs_follow_stops_at_sigint_while_the_server_holds_its_poll(
+    ffctl: Ffctl, tmp_path: Path
+) -> None:
+    api = HeldPoll()
+    with serving(api, free_port()) as url:
+        follower = Follower(follower_env(ffctl, url), tmp_path / "stderr", sigint_ignored=True)
+        try:
+            eventually(lambda: len(follower.seen) >= 1, STARTED_S, "the tail")
+            assert follower.requests() == ["req-0"]
+            assert api.held.wait(STARTED_S), "the follower never polled again"
+        finally:
+            code = follower.interrupt()
+            api.release.set()
+    assert code == 0, follower.stderr()

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from redis import Redis
 
+from forestflow_control_plane.state.records import GateVerdict
 from forestflow_control_plane.state.store import Store
 
 from .conftest import CONTRACT, Ffctl, deploy, model_spec, roll_out
@@ -98,8 +99,8 @@ def test_describe_shows_the_gate_verdict_the_rollout_record_carries(
     deploy(api, model_spec(tmp_path, "v2", **gated))
     roll_out(redis, "v2")
     def judged(before: Any) -> Any:
-        gate = {"passed": None, "reason": "undecided: 7 candidate requests, need 20", "at": 1.0}
-        rollout = {**before.contract.rollout, "gate": gate}
+        gate = GateVerdict(None, "undecided: 7 candidate requests, need 20", 1.0)
+        rollout = replace(before.contract.rollout, gate=gate)
         return replace(before, contract=replace(before.contract, rollout=rollout))
 
     Store(redis).update(CONTRACT, judged, who="t", what="judge")

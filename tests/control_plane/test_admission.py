@@ -12,7 +12,6 @@ from forestflow_control_plane.knative.admission import (
     CLUSTER,
     ClusterConfig,
     InvalidObjectError,
-    check,
     check_all,
 )
 from forestflow_control_plane.knative.resources import make_objects
@@ -242,10 +241,10 @@ def test_each_rule(
     name: str, obj: dict[str, Any], cluster: ClusterConfig, field: str | None, message: str
 ) -> None:
     if field is None:
-        check(obj, cluster)
+        check_all([obj], cluster)
         return
     with pytest.raises(InvalidObjectError) as info:
-        check(obj, cluster)
+        check_all([obj], cluster)
     found = {p.field: p.message for p in info.value.problems}
     assert field in found, found
     assert message in found[field], found[field]

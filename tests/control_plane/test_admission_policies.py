@@ -17,7 +17,6 @@ from redis import Redis
 
 from forestflow_control_plane.knative.admission import check_all, problems
 from forestflow_control_plane.knative.resources import make_objects, make_route, make_service
-from forestflow_control_plane.platforms.memory import MemoryPlatform
 from forestflow_control_plane.policies.desired import DesiredState, DesiredVariant
 from forestflow_control_plane.policies.split import shift
 from forestflow_control_plane.rollouts.deploys import register, swap_of
@@ -25,6 +24,7 @@ from forestflow_control_plane.rollouts.engine import Action, Rollouts, StepCall
 from forestflow_control_plane.rollouts.in_place import InPlace
 from forestflow_control_plane.spec.model_file import validate_model_file
 from forestflow_control_plane.state.store import Store
+from tests.control_plane.memory_platform import MemoryPlatform
 
 from .test_rollouts import C, Clock, variant
 from .test_store import model_file

@@ -15,10 +15,11 @@ from rq import Queue
 from forestflow_control_plane import names
 from forestflow_control_plane.api.app import create_app
 from forestflow_control_plane.api.auth import load_tokens
+from forestflow_control_plane.composition import Parts
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
 from forestflow_control_plane.rollouts.engine import Rollouts
 from forestflow_control_plane.settings import Settings
-from forestflow_control_plane.state.records import ContractSnapshot
+from forestflow_control_plane.state.records import ContractSnapshot, RolloutProgress, RolloutRecord
 from forestflow_control_plane.state.store import Store
 from tests.support import REPO, free_port, serving
 
@@ -30,7 +31,7 @@ READER = "read-token-0123456789"
 def api_url(redis: Redis, redis_url: str, tmp_path: Path) -> Iterator[str]:
     settings = Settings(home=tmp_path, redis_url=redis_url)
     tokens = load_tokens({"FF_ADMIN_TOKEN": ADMIN, "FF_READ_TOKEN": READER})
-    with serving(create_app(settings, tokens), free_port()) as url:
+    with serving(create_app(Parts(settings), tokens), free_port()) as url:
         yield url
 
 
@@ -276,11 +277,8 @@ def test_a_variant_is_deleted_only_once_it_serves_nothing(
 def running(candidate: str, previous: dict[str, int], traffic: dict[str, int]) -> Any:
     def change(before: ContractSnapshot | None) -> ContractSnapshot:
         assert before is not None
-        progress = {
-            "candidate": candidate, "previous": previous, "step": 0, "started_at": 1.0,
-            "step_started_at": 1.0, "status": "running", "reason": "",
-        }
-        rollout = {"candidate": candidate, "progress": progress, "token": 1, "next_at": 2.0}
+        progress = RolloutProgress(candidate, previous, 0, 1.0, 1.0)
+        rollout = RolloutRecord(progress, token=1, next_at=2.0)
         return replace(before, contract=replace(before.contract, traffic=traffic, rollout=rollout))
 
     return change

@@ -24,6 +24,7 @@ from schemathesis.checks import (
 
 from forestflow_control_plane.api.app import create_app
 from forestflow_control_plane.api.auth import load_tokens
+from forestflow_control_plane.composition import Parts
 from forestflow_control_plane.settings import Settings
 from tests.support import free_port, serving
 
@@ -47,7 +48,7 @@ def _yaml(ctx: Any, value: Any) -> bytes:
 @pytest.fixture
 def api_url(redis: Redis, redis_url: str, tmp_path: Path) -> Iterator[str]:
     settings = Settings(home=tmp_path, redis_url=redis_url)
-    app = create_app(settings, load_tokens({"FF_ADMIN_TOKEN": TOKEN}))
+    app = create_app(Parts(settings), load_tokens({"FF_ADMIN_TOKEN": TOKEN}))
     with serving(app, free_port()) as url:
         yield url
 

@@ -22,9 +22,10 @@ from redis import Redis
 
 from forestflow_control_plane.api.app import create_app
 from forestflow_control_plane.api.auth import Role, load_tokens
+from forestflow_control_plane.composition import Parts
 from forestflow_control_plane.platforms.knative import GROUP, KnativePlatform
 from forestflow_control_plane.policies.desired import nothing
-from forestflow_control_plane.rollouts.gate_metrics import PrometheusSource, source_for
+from forestflow_control_plane.rollouts.gate_metrics import PrometheusSource
 from forestflow_control_plane.settings import Settings
 from tests.support import REPO, free_port, serving
 
@@ -212,7 +213,7 @@ def test_the_api_readiness_path_answers_without_a_token(redis: Redis, redis_url:
     settings = replace(settings_of("api"), platform="local", redis_url=redis_url)
     container = the_container(deployments()["api"])
     tokens = load_tokens(environment(container))
-    with serving(create_app(settings, tokens), free_port()) as url:
+    with serving(create_app(Parts(settings), tokens), free_port()) as url:
         response = httpx.get(url + container["readinessProbe"]["httpGet"]["path"])
     assert response.status_code == 200, response.text
 
@@ -237,7 +238,7 @@ def test_the_api_takes_its_admin_token_from_the_secret_the_readme_creates() -> N
 
 def test_the_workers_have_the_metrics_their_rollout_gates_read() -> None:
     settings = settings_of("worker")
-    source = source_for(settings, Redis.from_url(settings.redis_url))
+    source = Parts(settings).metrics_source()
     assert isinstance(source, PrometheusSource)
     source.close()
 

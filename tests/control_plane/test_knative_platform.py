@@ -18,14 +18,10 @@ from kubernetes.client.exceptions import ApiException
 from redis import Redis
 
 from forestflow_control_plane.knative.admission import InvalidObjectError
+from forestflow_control_plane.knative.render import kn_commands, manifests_yaml
 from forestflow_control_plane.knative.resources import make_objects
 from forestflow_control_plane.platforms.base import PlatformError, VariantStatus
-from forestflow_control_plane.platforms.knative import (
-    APPLY_PATCH,
-    KnativePlatform,
-    kn_commands,
-    manifests_yaml,
-)
+from forestflow_control_plane.platforms.knative import APPLY_PATCH, KnativePlatform
 from forestflow_control_plane.policies.desired import DesiredState, DesiredVariant, desired_state
 from forestflow_control_plane.rollouts.deploys import register
 from forestflow_control_plane.rollouts.engine import Rollouts, StepCall
@@ -365,13 +361,13 @@ contexts: [{name: fake, context: {cluster: fake, user: tester}}]
 current-context: fake
 """
 PLATFORM_FOR = """
-from forestflow_control_plane.rollouts.engine import platform_for
+from forestflow_control_plane.composition import Parts
 from forestflow_control_plane.settings import Settings
-print(platform_for(Settings.from_env(), None).observe("fraud/scoring"))
+print(Parts(Settings.from_env()).platform.observe("fraud/scoring"))
 """
 
 
-def test_platform_for_knative_reads_the_kubeconfig_context(
+def test_the_knative_platform_reads_the_kubeconfig_context(
     kube: FakeKube, api: client.ApiClient, tmp_path: Path
 ) -> None:
     config = tmp_path / "kubeconfig"

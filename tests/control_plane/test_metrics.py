@@ -21,8 +21,9 @@ import yaml
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from redis import Redis
 
+from forestflow_control_plane import names
+from forestflow_control_plane.composition import Parts
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
-from forestflow_control_plane.platforms.memory import MemoryPlatform
 from forestflow_control_plane.policies.gates import Metrics
 from forestflow_control_plane.rollouts import gate_metrics as metrics
 from forestflow_control_plane.rollouts.deploys import register
@@ -33,12 +34,12 @@ from forestflow_control_plane.rollouts.gate_metrics import (
     ScrapeSource,
     histogram_quantile,
     parse_exposition,
-    source_for,
 )
 from forestflow_control_plane.settings import Settings, SettingsError
 from forestflow_control_plane.spec.model_file import ModelFile, validate_model_file
 from forestflow_control_plane.state.store import Store
 from forestflow_runtime.metrics import RuntimeMetrics
+from tests.control_plane.memory_platform import MemoryPlatform
 from tests.support import REPO, eventually, free_port
 
 CONTRACT, VERSION = "fraud/scoring", "v2"
@@ -278,14 +279,14 @@ def test_scrape_history_is_capped_and_expires(
     source = scraping(redis, replica)
     for now in range(1000, 1100, 10):
         source.window(CONTRACT, VERSION, now, now)
-    key = metrics.samples_key(CONTRACT, VERSION, replica.url)
+    key = names.metrics_samples_key(CONTRACT, VERSION, replica.url)
     assert redis.zrange(key, 0, -1, withscores=True)[0][1] == 1070
     assert redis.zcard(key) == 3
     assert 0 < redis.ttl(key) <= metrics.SAMPLE_RETENTION_S
-    assert redis.ttl(metrics.replicas_key(CONTRACT, VERSION)) > 0
+    assert redis.ttl(names.metrics_replicas_key(CONTRACT, VERSION)) > 0
 
 
-# -- LocalPlatform.replica_urls and source_for ----------------------------------------------
+# -- LocalPlatform.replica_urls and Parts.metrics_source ------------------------------------
 
 
 def write_pid(home: Path, name: str, pid: int) -> None:
@@ -313,13 +314,13 @@ def test_replica_urls_reads_the_supervisor_s_pid_files(redis: Redis, tmp_path: P
         LocalPlatform(redis, "runtime:test").replica_urls(CONTRACT, VERSION)
 
 
-def test_source_for_scrapes_the_local_platform_s_replicas(
+def test_the_local_metrics_source_scrapes_the_platform_s_replicas(
     redis: Redis, redis_url: str, replicas: list[Replica], tmp_path: Path
 ) -> None:
     replica = replicas[0]
     port = replica.url.rsplit(":", 1)[1]
     write_pid(tmp_path, f"fraud_ff-scoring-v2-{port}.pid", os.getpid())
-    source = source_for(Settings(home=tmp_path, redis_url=redis_url), redis)
+    source = Parts(Settings(home=tmp_path, redis_url=redis_url)).metrics_source()
     assert isinstance(source, ScrapeSource)
     source.window(CONTRACT, VERSION, 1000, 1000)
     mixed_traffic(replica)
@@ -327,20 +328,20 @@ def test_source_for_scrapes_the_local_platform_s_replicas(
     assert (got.requests, got.error_rate) == (MIXED.requests, MIXED.error_rate)
 
 
-def test_source_for_uses_prometheus_when_configured(redis: Redis, tmp_path: Path) -> None:
+def test_the_metrics_source_is_prometheus_when_configured(redis: Redis, tmp_path: Path) -> None:
     env = {"REDIS_URL": "redis://127.0.0.1:1/0", "FF_HOME": str(tmp_path),
            "FF_PROMETHEUS_URL": "http://127.0.0.1:9090"}
     settings = Settings.from_env(env)
     assert settings.prometheus_url == "http://127.0.0.1:9090"
     assert Settings.from_env(settings.to_env()) == settings
-    source = source_for(settings, redis)
+    source = Parts(settings).metrics_source()
     assert isinstance(source, PrometheusSource)
     source.close()
     unset = Settings.from_env({**env, "FF_PROMETHEUS_URL": ""})
     assert unset.prometheus_url is None and Settings.from_env(unset.to_env()) == unset
     with pytest.raises(SettingsError, match="FF_PROMETHEUS_URL: required on platform"):
-        source_for(Settings.from_env({**env, "FF_PROMETHEUS_URL": "", "FF_PLATFORM": "knative"}),
-                   redis)
+        Parts(Settings.from_env({**env, "FF_PROMETHEUS_URL": "", "FF_PLATFORM": "knative"})
+              ).metrics_source()
 
 
 # -- PrometheusSource against a real Prometheus server --------------------------------------
@@ -486,7 +487,7 @@ def test_a_gate_reading_real_prometheus_rolls_a_slow_canary_back(
     Prometheus into the gate, which fails it mid-hold and restores the previous split."""
     store, scheduled = Store(redis), []
     source = PrometheusSource(prometheus, scrape_interval_s=1.0)
-    rollouts = Rollouts(store, MemoryPlatform(), scheduled.append, source)
+    rollouts = Rollouts(store, MemoryPlatform(), scheduled.append, lambda: source)
     try:
         register(store, gated_model_file("v1", gated=False), who="t")
         rollouts.start(CONTRACT, "v1")

@@ -24,7 +24,7 @@ import yaml
 from prometheus_client import generate_latest
 from redis import Redis
 
-from forestflow_control_plane.platforms.memory import MemoryPlatform
+from forestflow_control_plane.composition import Parts
 from forestflow_control_plane.rollouts.deploys import register
 from forestflow_control_plane.rollouts.engine import Rollouts
 from forestflow_control_plane.settings import Settings, SettingsError
@@ -32,9 +32,10 @@ from forestflow_control_plane.shadows.exporter import MirrorMetrics
 from forestflow_control_plane.shadows.mirror import Mirror, MirrorConfig
 from forestflow_control_plane.shadows.plan import Plans
 from forestflow_control_plane.shadows.results import ShadowResult, report
-from forestflow_control_plane.shadows.targets import Target, targets_for
+from forestflow_control_plane.shadows.targets import Target
 from forestflow_control_plane.spec.model_file import validate_model_file
 from forestflow_control_plane.state.store import Store
+from tests.control_plane.memory_platform import MemoryPlatform
 from tests.support import REPO, eventually, example_mlp, free_port, serving
 
 C = "examples/mlp"
@@ -235,7 +236,7 @@ TARGETS = [
 
 @pytest.mark.parametrize(("name", "settings", "want"), TARGETS, ids=[t[0] for t in TARGETS])
 def test_where_a_shadow_is_reached(name: str, settings: Settings, want: Target) -> None:
-    assert targets_for(settings).target(C, "v2") == want
+    assert Parts(settings).shadow_targets().target(C, "v2") == want
 
 
 PORTS: list[tuple[str, dict[str, str], int | None]] = [

@@ -17,7 +17,7 @@ from rq import Queue
 
 from forestflow_control_plane import names
 from forestflow_control_plane.rollouts.deploys import register
-from forestflow_control_plane.rollouts.engine import start_rollout
+from forestflow_control_plane.rollouts.jobs import start_rollout
 from forestflow_control_plane.state.store import Store
 from tests.support import eventually
 
@@ -74,7 +74,7 @@ def test_killed_worker_mid_canary_resumes_on_a_new_worker(
 
     def succeeded() -> bool:
         rollout = store.get(C).contract.rollout
-        return rollout is not None and rollout["progress"]["status"] == "succeeded"
+        return rollout is not None and rollout.status == "succeeded"
 
     eventually(succeeded, timeout=60, what="the new worker to finish the canary")
     snapshot = store.get(C)

@@ -8,7 +8,6 @@ from redis import Redis
 
 from forestflow_control_plane import names
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
-from forestflow_control_plane.platforms.memory import MemoryPlatform
 from forestflow_control_plane.policies.gates import Metrics
 from forestflow_control_plane.rollouts.deploys import register
 from forestflow_control_plane.rollouts.engine import Action, Rollouts, StepCall
@@ -17,6 +16,7 @@ from forestflow_control_plane.rollouts.reconcile import reconcile_all
 from forestflow_control_plane.spec.model_file import ModelFile, validate_model_file
 from forestflow_control_plane.state.records import VariantState
 from forestflow_control_plane.state.store import ConflictError, Store
+from tests.control_plane.memory_platform import MemoryPlatform
 
 from .test_store import model_file
 
@@ -76,7 +76,7 @@ def world(
 ) -> tuple[Store, MemoryPlatform, list[StepCall], Clock, Rollouts]:
     clock = Clock()
     store, platform, scheduled = Store(redis, clock=clock), MemoryPlatform(), []
-    rollouts = Rollouts(store, platform, scheduled.append, measured, clock=clock)
+    rollouts = Rollouts(store, platform, scheduled.append, lambda: measured, clock=clock)
     return store, platform, scheduled, clock, rollouts
 
 
@@ -203,7 +203,8 @@ def test_a_gate_that_passes_lets_the_canary_walk(world: Any, measured: Measured)
     rollouts.advance(C, "v2", scheduled[-1].token)
     record = store.get(C).contract
     assert record.traffic == {"v1": 0, "v2": 100}
-    assert record.rollout is not None and record.rollout["gate"]["passed"] is True
+    assert record.rollout is not None and record.rollout.gate is not None
+    assert record.rollout.gate.passed is True
     assert measured.asked == [
         (C, "v2", 1000.0, 1000.0), (C, "v1", 1000.0, 1000.0),  # step 1 opens: baselines
         (C, "v2", 1000.0, 1030.0), (C, "v1", 1000.0, 1030.0),  # its gate: the window
@@ -236,9 +237,9 @@ def test_unreadable_metrics_hold_the_step_and_never_pass_it(
     rollouts.advance(C, "v2", scheduled[-1].token)
     record = store.get(C).contract
     assert record.traffic == {"v1": 90, "v2": 10}
-    assert record.rollout is not None
-    assert record.rollout["gate"]["passed"] is None
-    assert "metrics unavailable: no series for v2" in record.rollout["gate"]["reason"]
+    assert record.rollout is not None and record.rollout.gate is not None
+    assert record.rollout.gate.passed is None
+    assert "metrics unavailable: no series for v2" in record.rollout.gate.reason
     assert scheduled[-1].at == 1065.0
 
 
@@ -252,7 +253,7 @@ def test_a_shadow_runs_beside_the_split_and_takes_no_traffic(world: Any) -> None
     assert snapshot.variants["v2"].state is VariantState.SHADOW
     assert snapshot.contract.traffic == {"v1": 100}
     assert snapshot.contract.rollout is not None
-    assert snapshot.contract.rollout["candidate"] == "v1"
+    assert snapshot.contract.rollout.candidate == "v1"
     assert ("Service", "examples", "ff-mlp-v2") in platform.objects
     route = platform.objects[("Route", "examples", "mlp")]
     assert [t["tag"] for t in route["spec"]["traffic"]] == ["v1"]

@@ -16,9 +16,10 @@ from redis import Redis
 from typer.testing import CliRunner
 
 from forestflow_cli.shadow import shadow_app
+from forestflow_control_plane import names
 from forestflow_control_plane.api.app import create_app
 from forestflow_control_plane.api.auth import load_tokens
-from forestflow_control_plane.platforms.memory import MemoryPlatform
+from forestflow_control_plane.composition import Parts
 from forestflow_control_plane.rollouts.deploys import register
 from forestflow_control_plane.rollouts.engine import Rollouts
 from forestflow_control_plane.settings import Settings
@@ -27,12 +28,11 @@ from forestflow_control_plane.shadows.results import (
     LATENCY_SAMPLES,
     RESULTS_TTL_S,
     Outcome,
-    latency_key,
     record,
-    results_key,
 )
 from forestflow_control_plane.spec.model_file import validate_model_file
 from forestflow_control_plane.state.store import Store
+from tests.control_plane.memory_platform import MemoryPlatform
 from tests.support import REPO, free_port, serving
 
 C = "examples/mlp"
@@ -49,7 +49,7 @@ NOTHING_YET: dict[str, Any] = {
 def api_url(redis: Redis, redis_url: str, tmp_path: Path) -> Iterator[str]:
     settings = Settings(home=tmp_path, redis_url=redis_url)
     tokens = load_tokens({"FF_ADMIN_TOKEN": ADMIN, "FF_READ_TOKEN": READER})
-    with serving(create_app(settings, tokens), free_port()) as url:
+    with serving(create_app(Parts(settings), tokens), free_port()) as url:
         yield url
 
 
@@ -128,8 +128,8 @@ def test_latency_samples_are_capped_and_results_expire(redis: Redis) -> None:
     deploy(redis, ["v2"])
     same = Agreement(1, 1, 0.0, 0.0, 3)
     write(redis, *(outcome("v2", same, 1.0, 2.0) for _ in range(LATENCY_SAMPLES + 5)))
-    assert redis.llen(latency_key(C, "v2", "shadow")) == LATENCY_SAMPLES
-    assert 0 < redis.ttl(results_key(C, "v2")) <= RESULTS_TTL_S
+    assert redis.llen(names.shadow_latency_key(C, "v2", "shadow")) == LATENCY_SAMPLES
+    assert 0 < redis.ttl(names.shadow_results_key(C, "v2")) <= RESULTS_TTL_S
 
 
 def shadow_cli(*args: str) -> Any:

@@ -11,8 +11,8 @@ import pytest
 
 from forestflow_control_plane.knative.resources import make_objects
 from forestflow_control_plane.policies.desired import desired_state
+from forestflow_control_plane.policies.replay import ReplayPlan, replay_plan
 from forestflow_control_plane.policies.shadow import Shadow
-from forestflow_control_plane.shadows.plan import Plan, plan_of
 from forestflow_control_plane.state.records import (
     ContractRecord,
     ContractSnapshot,
@@ -98,21 +98,21 @@ def test_the_plan_lists_live_shadows_and_each_primary_rate() -> None:
         ("v3", S.SHADOW, spec(0, 0.0)),
         ("v4", S.SHADOW, spec(0, 0.25)),
     )
-    assert plan_of(snap) == Plan(
+    assert replay_plan(snap) == ReplayPlan(
         contract=C,
         model="scoring",
         datatypes={"features": "FP32"},
         primary_rates={"v1": 0.5},
         shadows=(Shadow("v2", 0.1), Shadow("v4", 0.25)),
     )
-    assert plan_of(snapshot(("v1", S.SERVING, spec()), ("v2", S.SHADOW, spec(0, 0)))) is None
+    assert replay_plan(snapshot(("v1", S.SERVING, spec()), ("v2", S.SHADOW, spec(0, 0)))) is None
 
 
 def draws(*values: float) -> Iterator[float]:
     return iter(values)
 
 
-PLAN = Plan(C, "scoring", {}, {"v1": 0.5, "v2": 1.0},
+PLAN = ReplayPlan(C, "scoring", {}, {"v1": 0.5, "v2": 1.0},
             (Shadow("v3", 0.5), Shadow("v4", 0.1)))
 REPLAYS: list[tuple[str, str, list[float], list[str]]] = [
     ("a primary at its shadow's rate replays everything to it", "v1", [0.99, 0.21], ["v3"]),

@@ -14,12 +14,12 @@ import yaml
 from redis import Redis
 
 from forestflow_control_plane.platforms.local.supervisor import Supervisor
-from forestflow_control_plane.platforms.memory import MemoryPlatform
 from forestflow_control_plane.rollouts.deploys import register, swap_of
 from forestflow_control_plane.rollouts.engine import Action, Rollouts
 from forestflow_control_plane.rollouts.in_place import InPlace
 from forestflow_control_plane.spec.model_file import ModelFile, validate_model_file
 from forestflow_control_plane.state.store import ConflictError, Store
+from tests.control_plane.memory_platform import MemoryPlatform
 from tests.support import REPO, example_mlp, free_port
 
 from .test_supervisor import spec

@@ -1,11 +1,15 @@
-"""Fixtures shared by the runtime tests: one ffnets module per session, model files per test."""
+"""Fixtures shared by the runtime tests: one ffnets module per session, model files and gates
+per test."""
 
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.runtime.runtime_harness import write_nets_module
+from tests.runtime.runtime_harness import Gate, write_nets_module
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +25,22 @@ def torchscript_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ts") / "model.pt"
     torch.jit.script(module.eval()).save(str(path))
     return path
+
+
+@pytest.fixture
+def gates(code_dir: Path) -> Iterator[Callable[[], Gate]]:
+    """Makes this test's Gates; all open at its end, so that no held call outlives it."""
+    made: list[Gate] = []
+
+    def make() -> Gate:
+        made.append(Gate(code_dir))
+        return made[-1]
+
+    yield make
+    for gate in made:
+        gate.open()
+
+
+@pytest.fixture
+def gate(gates: Callable[[], Gate]) -> Gate:
+    return gates()

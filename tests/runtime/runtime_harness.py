@@ -1,7 +1,13 @@
-"""Helpers for runtime tests: tiny real models on disk and real servers on 127.0.0.1."""
+"""Helpers for runtime tests: tiny real models on disk and real servers on 127.0.0.1, and gates
+that hold a model's calls until the test lets them through."""
+
+from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
+import itertools
+import math
 import os
 import re
 import socket
@@ -12,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -34,6 +41,8 @@ NETS_MODULE = '''
 import time
 
 import torch
+
+GATES = {}  # gate number -> the test's runtime_harness.Gate that a Gated model's calls pass
 
 
 class Affine(torch.nn.Module):
@@ -64,7 +73,22 @@ class Slow(Affine):
     def forward(self, x):
         time.sleep(float(self.delay))
         return self.linear(x)
+
+
+class Gated(Affine):
+    """Affine whose every call, warm-up included, first passes GATES[gate] (a buffer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("gate", torch.zeros(()))
+
+    def forward(self, x):
+        GATES[int(self.gate)]()
+        return self.linear(x)
 '''
+# How long a Gated call waits for the test before it fails: a test that forgot it never hangs.
+GATE_HOLD_S = 60.0
+_gate_numbers = itertools.count(1)
 
 
 def write_nets_module(directory: Path) -> Path:
@@ -90,20 +114,83 @@ def save_affine(path: Path, seed: int, delay_s: float | None = None) -> Path:
     return path
 
 
+def nets_module(code_dir: Path) -> ModuleType:
+    """ffnets as the runtime imports it in this process (code_dir first on sys.path)."""
+    if str(code_dir) not in sys.path:
+        sys.path.insert(0, str(code_dir))
+    return importlib.import_module("ffnets")
+
+
+class Gate:
+    """Holds each call of an ffnets.Gated model until the test lets it through, and counts the
+    calls that arrived: the test, not a sleep, decides when the model is busy and when a call
+    ends. Calls run on the runtime's threads; the test waits on them from its own."""
+
+    def __init__(self, code_dir: Path) -> None:
+        self.number = next(_gate_numbers)
+        nets_module(code_dir).GATES[self.number] = self
+        self._state = threading.Condition()
+        self._arrived = 0
+        self._allowed = 0.0
+
+    def __call__(self) -> None:
+        with self._state:
+            self._arrived += 1
+            call = self._arrived
+            self._state.notify_all()
+            if not self._state.wait_for(lambda: self._allowed >= call, GATE_HOLD_S):
+                raise TimeoutError(f"gate {self.number}: the test never let call {call} through")
+
+    @property
+    def arrived(self) -> int:
+        with self._state:
+            return self._arrived
+
+    def let_through(self, calls: int = 1) -> None:
+        with self._state:
+            self._allowed += calls
+            self._state.notify_all()
+
+    def open(self) -> None:
+        """Every call from now on goes straight through."""
+        with self._state:
+            self._allowed = math.inf
+            self._state.notify_all()
+
+    def wait_arrived(self, calls: int, timeout_s: float = 20.0) -> None:
+        """Until `calls` calls in all have reached the gate."""
+        with self._state:
+            if not self._state.wait_for(lambda: self._arrived >= calls, timeout_s):
+                raise TimeoutError(f"gate {self.number}: {self._arrived} of {calls} calls came")
+
+    async def arrival(self, calls: int) -> None:
+        await asyncio.to_thread(self.wait_arrived, calls)
+
+
+def save_gated(path: Path, seed: int, gate: Gate) -> Path:
+    """Safetensors weights for ffnets.Gated, whose calls pass `gate`."""
+    weights = affine_weights(seed)
+    weights["gate"] = torch.tensor(float(gate.number))
+    save_file(weights, str(path))
+    return path
+
+
 def affine_reference(seed: int, x: torch.Tensor) -> torch.Tensor:
     weights = affine_weights(seed)
     return x @ weights["linear.weight"].T + weights["linear.bias"]
 
 
 def state_dict_config(
-    code_dir: Path, weights: Path, slow: bool = False, **batching: Any
+    code_dir: Path, weights: Path, slow: bool = False, gated: bool = False, **batching: Any
 ) -> RuntimeConfig:
+    """ffnets.Affine's config; ffnets.Slow's if `slow`, ffnets.Gated's if `gated`."""
+    model_class = "ffnets:Gated" if gated else "ffnets:Slow" if slow else "ffnets:Affine"
     return RuntimeConfig(
         model_name="affine",
         source=ModelSource(
             uri=str(weights),
             format=ModelFormat.STATE_DICT,
-            model_class="ffnets:Slow" if slow else "ffnets:Affine",
+            model_class=model_class,
             code_path=code_dir,
         ),
         inputs=INPUT_4,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -18,7 +18,6 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from forestflow_control_plane import names
 from forestflow_control_plane.api import errors as api_errors
 from forestflow_control_plane.api.auth import Principal, Role, Tokens
 from forestflow_control_plane.api.errors import (
@@ -29,32 +28,24 @@ from forestflow_control_plane.api.errors import (
     UnauthorizedError,
     errors_of,
 )
+from forestflow_control_plane.api.responses import RolloutResponse, rollout_out, rollout_response
+from forestflow_control_plane.platforms.base import Platform
 from forestflow_control_plane.policies.desired import desired_state, nothing
-from forestflow_control_plane.rollouts.deploys import (
-    refuse_while_serving,
-    register,
-    retire,
-    swap_of,
-)
-from forestflow_control_plane.rollouts.engine import (
-    Action,
-    Rollouts,
-    platform_for,
-    rq_schedule,
-    start_rollout,
-)
-from forestflow_control_plane.rollouts.in_place import swap_in_place
+from forestflow_control_plane.policies.lifecycle import refuse_while_serving, retire
+from forestflow_control_plane.rollouts.deploys import register, swap_of
+from forestflow_control_plane.rollouts.engine import Action, Rollouts
+from forestflow_control_plane.rollouts.jobs import rq_schedule, start_rollout, swap_in_place
 from forestflow_control_plane.settings import Settings
 from forestflow_control_plane.shadows.payload_log import Payloads, read_payloads
 from forestflow_control_plane.shadows.results import ShadowReport, report
 from forestflow_control_plane.spec.model_file import (
-    DNS_LABEL,
     FieldError,
     ModelFile,
     ModelFileError,
     check_local_artifacts,
     parse_model_file,
 )
+from forestflow_control_plane.spec.variant import DNS_LABEL
 from forestflow_control_plane.state.records import ContractSnapshot, VariantRecord, VariantState
 from forestflow_control_plane.state.store import NotFoundError, Store
 
@@ -103,19 +94,40 @@ Force = Annotated[
 Admin = Annotated[Principal, Depends(admin)]
 
 
-def create_app(settings: Settings, tokens: Tokens) -> FastAPI:
+class ApiParts(Protocol):
+    """What the API is handed by the composition root."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def redis(self) -> Redis: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def queue(self) -> Queue: ...
+
+    @property
+    def platform(self) -> Platform: ...
+
+    def close(self) -> None: ...
+
+
+def create_app(parts: ApiParts, tokens: Tokens) -> FastAPI:
+    settings = parts.settings
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url)
-        app.state.redis = redis
-        app.state.store = Store(redis)
-        app.state.queue = Queue(names.ROLLOUT_QUEUE, connection=redis)
-        app.state.platform = platform_for(settings, redis)
-        app.state.rollouts = Rollouts(
-            app.state.store, app.state.platform, rq_schedule(app.state.queue)
-        )
+        app.state.redis = parts.redis
+        app.state.store = parts.store
+        app.state.queue = parts.queue
+        app.state.platform = parts.platform
+        # It starts and controls rollouts but never judges a gate: no metrics source.
+        app.state.rollouts = Rollouts(parts.store, parts.platform, rq_schedule(parts.queue))
         yield
-        redis.close()
+        parts.close()
 
     app = FastAPI(title="ForestFlow control plane", version="0.1.0", lifespan=lifespan)
     app.state.tokens = tokens
@@ -181,7 +193,11 @@ def create_app(settings: Settings, tokens: Tokens) -> FastAPI:
         namespace: Namespace, name: Name, request: Request, _: Reader
     ) -> dict[str, Any]:
         snapshot = request.app.state.store.get(f"{namespace}/{name}")
-        return {**snapshot.to_dict(), "url": f"{settings.gateway_url}/contracts/{namespace}/{name}"}
+        return {
+            **snapshot.to_dict(),
+            "rollout": rollout_out(snapshot),
+            "url": f"{settings.gateway_url}/contracts/{namespace}/{name}",
+        }
 
     @app.delete(CONTRACT_PATH, tags=["contracts"], responses=WRITE_ERRORS)
     def delete_contract(
@@ -299,24 +315,19 @@ def create_app(settings: Settings, tokens: Tokens) -> FastAPI:
     @app.get(CONTRACT_PATH + "/rollout", tags=["rollouts"], responses=READ_ERRORS)
     def get_rollout(
         namespace: Namespace, name: Name, request: Request, _: Reader
-    ) -> dict[str, Any]:
-        """The contract's current (or last) rollout: candidate, step, status, reason."""
-        snapshot = request.app.state.store.get(f"{namespace}/{name}")
-        return {
-            "contract": snapshot.contract.name,
-            "traffic": snapshot.contract.traffic,
-            "rollout": snapshot.contract.rollout,
-        }
+    ) -> RolloutResponse:
+        """The contract's current (or last) rollout: candidate, step, status, reason, and the
+        candidate's plan."""
+        return rollout_response(request.app.state.store.get(f"{namespace}/{name}"))
 
     @app.post(CONTRACT_PATH + "/rollout/{action}", tags=["rollouts"], responses=WRITE_ERRORS)
     def act(
         namespace: Namespace, name: Name, action: Action, request: Request, who: Admin
-    ) -> dict[str, Any]:
+    ) -> RolloutResponse:
         """promote, pause, resume, rollback or abort the contract's rollout."""
-        result: dict[str, Any] = request.app.state.rollouts.act(
-            f"{namespace}/{name}", action, who.name
-        )
-        return result
+        contract = f"{namespace}/{name}"
+        request.app.state.rollouts.act(contract, action, who.name)
+        return rollout_response(request.app.state.store.get(contract))
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"], responses=READ_ERRORS)
     def get_job(job_id: JobId, request: Request, _: Reader) -> dict[str, Any]:

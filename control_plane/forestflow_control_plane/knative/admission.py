@@ -101,10 +101,6 @@ class InvalidObjectError(ValueError):
         self.problems = problems
 
 
-def check(obj: dict[str, Any], cluster: ClusterConfig = CLUSTER) -> None:
-    check_all([obj], cluster)
-
-
 def check_all(objects: Iterable[dict[str, Any]], cluster: ClusterConfig = CLUSTER) -> None:
     """Raise InvalidObjectError naming every problem of every object, not only the first."""
     found = [p for obj in objects for p in problems(obj, cluster)]

@@ -35,20 +35,10 @@ RUNTIME_PORT = 8080
 PROGRESS_DEADLINE_S = 600
 
 
-def contract_label(contract: str) -> str:
-    """The contract as a label value: a label cannot hold the slash of `fraud/scoring`."""
-    return contract.replace("/", ".")
-
-
 def contract_of(obj: dict[str, Any]) -> str | None:
     """The contract an object belongs to, by its label; None for an object not ForestFlow's."""
     label = (obj["metadata"].get("labels") or {}).get(CONTRACT_LABEL)
     return None if label is None else label.replace(".", "/", 1)
-
-
-def model_name(contract: str) -> str:
-    """The name the runtime serves the model under: the contract's own name."""
-    return names.split_contract(contract)[1]
 
 
 def make_service(
@@ -64,7 +54,7 @@ def make_service(
     service = names.service_name(contract, variant.version)
     scaling = variant.spec["scaling"]
     batching = variant.spec["batching"]
-    labels = {CONTRACT_LABEL: contract_label(contract), VERSION_LABEL: variant.version}
+    labels = {CONTRACT_LABEL: names.contract_label(contract), VERSION_LABEL: variant.version}
     template: dict[str, Any] = {
         "metadata": {
             "labels": {**labels, REVISION_LABEL: str(variant.spec.get("revision", 1))},
@@ -83,7 +73,7 @@ def make_service(
                         *({"name": k, "value": v} for k, v in sorted((platform_env or {}).items())),
                     ],
                     "readinessProbe": {
-                        "httpGet": {"path": f"/v2/models/{model_name(contract)}/ready"},
+                        "httpGet": {"path": f"/v2/models/{names.model_name(contract)}/ready"},
                         "periodSeconds": 1,
                     },
                     "resources": _resources(variant.spec["resources"]),
@@ -120,7 +110,7 @@ def make_route(state: DesiredState, revisions: Mapping[str, str]) -> dict[str, A
     metadata: dict[str, Any] = {
         "name": name,
         "namespace": namespace,
-        "labels": {CONTRACT_LABEL: contract_label(state.contract)},
+        "labels": {CONTRACT_LABEL: names.contract_label(state.contract)},
     }
     if state.sticky_header:
         metadata["annotations"] = {STICKY_HEADER_ANNOTATION: state.sticky_header}
@@ -151,7 +141,7 @@ def _runtime_env(
     env = {
         "FF_CONTRACT": contract,
         "FF_VARIANT": variant.version,
-        "FF_MODEL_NAME": model_name(contract),
+        "FF_MODEL_NAME": names.model_name(contract),
         "FF_MODEL_URI": model["uri"],
         "FF_MODEL_FORMAT": model["format"],
         "FF_MODEL_CLASS": model.get("class") or "",
@@ -191,9 +181,9 @@ def _stream_env(contract: str, variant: DesiredVariant) -> dict[str, str]:
         return {}
     return {
         "FF_STREAM_INPUT": streaming["input_stream"],
-        "FF_STREAM_OUTPUT": streaming.get("output_stream") or f"ff:stream:{contract}:out",
+        "FF_STREAM_OUTPUT": streaming.get("output_stream") or names.stream_out_key(contract),
         "FF_STREAM_DEAD_LETTER": (
-            streaming.get("dead_letter_stream") or f"ff:stream:{contract}:dead"
+            streaming.get("dead_letter_stream") or names.stream_dead_key(contract)
         ),
         "FF_STREAM_GROUP": streaming["group"],
         "FF_STREAM_MAX_FAILURES": str(streaming["max_failures"]),

@@ -1,4 +1,4 @@
-"""Platforms realise desired state: `local` (this machine) and, later, `knative`.
-
-A platform takes `DesiredState` and nothing else; it never reads the contract store.
+"""Platforms realise desired state: `knative` (a cluster, by server-side apply) and `local`
+(this machine). A platform takes `DesiredState` and nothing else;
+it never reads the contract store.
 """

@@ -4,20 +4,18 @@ Each apply sends the contract's whole desired state as the `forestflow` field ma
 Services first, then the Route once every revision it names exists, then deletes what is no
 longer desired, the Route's change first so that no traffic goes to a Service being deleted.
 An unchanged object keeps its resourceVersion, so a repeated apply changes nothing and says
-so. Also here, pure: the `--dry-run` views of the same objects (manifests, kn commands).
+so. The `--dry-run` views of the same objects are knative/render.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import shlex
 import time
 from collections.abc import Iterator
 from typing import Any, cast
 
 import urllib3
-import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -29,8 +27,8 @@ from forestflow_control_plane.knative.annotations import (
     VERSION,
     VERSION_LABEL,
 )
+from forestflow_control_plane.knative.render import FIELD_MANAGER
 from forestflow_control_plane.knative.resources import (
-    contract_label,
     contract_of,
     make_objects,
 )
@@ -39,7 +37,6 @@ from forestflow_control_plane.policies.desired import DesiredState
 from forestflow_control_plane.settings import Settings, SettingsError
 
 PLURALS = {"Service": "services", "Route": "routes", "Revision": "revisions"}
-FIELD_MANAGER = "forestflow"
 APPLY_PATCH = "application/apply-patch+yaml"
 REQUEST_TIMEOUT_S = 30.0
 # Knative's controller makes a Service's revision within moments of the apply.
@@ -202,7 +199,7 @@ class KnativePlatform:
 
 
 def _selector(contract: str) -> str:
-    return f"{CONTRACT_LABEL}={contract_label(contract)}"
+    return f"{CONTRACT_LABEL}={names.contract_label(contract)}"
 
 
 def _ready(obj: dict[str, Any]) -> bool:
@@ -265,93 +262,3 @@ def _refuse_without_redis(objects: list[dict[str, Any]]) -> None:
                 f"needs Redis ({', '.join(needs)}: payload logging, a shadow, or streaming); "
                 "set FF_RUNTIME_REDIS_URL to a Redis the pods can reach"
             )
-
-
-def manifests_yaml(objects: list[dict[str, Any]]) -> str:
-    """The objects as one multi-document YAML, keys in the builders' (fixed) order."""
-    return yaml.safe_dump_all(objects, sort_keys=False)
-
-
-# What kn_commands can say of a Service; anything else in one makes it refuse rather than lie.
-_KN_TEMPLATE_SPEC = {"containers", "containerConcurrency", "timeoutSeconds"}
-_KN_CONTAINER = {"name", "image", "ports", "env", "readinessProbe", "resources"}
-
-
-def kn_commands(objects: list[dict[str, Any]]) -> list[str]:
-    """The shell commands that make the same objects, for `--dry-run`. A Service is one
-    `kn service create --force` (create or replace); kn names its container user-container
-    where the manifest says runtime, and nothing reads that name. kn cannot make a
-    standalone Route (`kn route` only lists and describes, and `kn service update --traffic`
-    splits one Service's own revisions), so the Route is the same server-side apply through
-    kubectl."""
-    return [_kn_service(o) if o["kind"] == "Service" else _kubectl_apply(o) for o in objects]
-
-
-def _kn_service(service: dict[str, Any]) -> str:
-    meta, template = service["metadata"], service["spec"]["template"]
-    spec = template["spec"]
-    container = spec["containers"][0]
-    extra = (spec.keys() - _KN_TEMPLATE_SPEC) | (container.keys() - _KN_CONTAINER)
-    if len(spec["containers"]) != 1 or extra:
-        raise ValueError(f"kn_commands: Service {meta['name']}: kn cannot express {sorted(extra)}")
-    port = container["ports"][0]
-    flags = [
-        ("--namespace", meta["namespace"]),
-        ("--image", container["image"]),
-        ("--port", f"{port['name']}:{port['containerPort']}"),
-        *_split_flags("label", meta, template["metadata"]),
-        *_split_flags("annotation", meta, template["metadata"]),
-        ("--revision-name", template["metadata"]["name"]),
-        *(("--env", f"{e['name']}={e['value']}") for e in container.get("env", [])),
-        *(
-            (f"--{flag}", ",".join(f"{k}={v}" for k, v in amounts.items()))
-            for flag, amounts in (
-                ("request", container.get("resources", {}).get("requests")),
-                ("limit", container.get("resources", {}).get("limits")),
-            )
-            if amounts
-        ),
-        ("--concurrency-limit", str(spec["containerConcurrency"])),
-        ("--timeout", str(spec["timeoutSeconds"])),
-        *_probe_flags(container["readinessProbe"]),
-    ]
-    lines = [f"kn service create {shlex.quote(meta['name'])} --force"]
-    lines += [f"{flag} {shlex.quote(value)}" for flag, value in flags]
-    return " \\\n  ".join(lines)
-
-
-def _split_flags(
-    what: str, service_meta: dict[str, Any], revision_meta: dict[str, Any]
-) -> list[tuple[str, str]]:
-    """`--label` for the labels the Service and its revision share, `--label-service` and
-    `--label-revision` for the others (likewise `--annotation`)."""
-    service = service_meta.get(f"{what}s") or {}
-    revision = revision_meta.get(f"{what}s") or {}
-    flags = []
-    for key, value in service.items():
-        shared = revision.get(key) == value
-        flags.append((f"--{what}" if shared else f"--{what}-service", f"{key}={value}"))
-    flags += [
-        (f"--{what}-revision", f"{key}={value}")
-        for key, value in revision.items()
-        if service.get(key) != value
-    ]
-    return flags
-
-
-def _probe_flags(probe: dict[str, Any]) -> list[tuple[str, str]]:
-    get = probe["httpGet"]
-    handler = f"{get.get('scheme', 'HTTP').lower()}:{get.get('host', '')}:{get.get('port', '')}"
-    options = ",".join(
-        f"{key[0].upper()}{key[1:]}={value}" for key, value in probe.items() if key != "httpGet"
-    )
-    flags = [("--probe-readiness", f"{handler}:{get['path']}")]
-    return [*flags, ("--probe-readiness-opts", options)] if options else flags
-
-
-def _kubectl_apply(obj: dict[str, Any]) -> str:
-    manifest = yaml.safe_dump(obj, sort_keys=False)
-    return (
-        f"kubectl apply --server-side --field-manager={FIELD_MANAGER} --force-conflicts "
-        f"-f - <<'EOF'\n{manifest}EOF"
-    )

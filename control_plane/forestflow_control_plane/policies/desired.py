@@ -6,12 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from forestflow_control_plane.policies.shadow import shadows
-from forestflow_control_plane.state.records import ContractSnapshot, VariantState
-
-LIVE_STATES = frozenset(
-    {VariantState.PENDING, VariantState.PHASING_IN, VariantState.SERVING, VariantState.SHADOW}
-)
+from forestflow_control_plane.policies.lifecycle import LIVE_STATES
+from forestflow_control_plane.policies.shadow import mirror_rate
+from forestflow_control_plane.state.records import ContractSnapshot
 
 
 @dataclass(frozen=True)
@@ -56,9 +53,9 @@ def desired_state(snapshot: ContractSnapshot) -> DesiredState:
         (v for v in snapshot.variants.values() if v.state in LIVE_STATES),
         key=lambda v: (v.created_at, v.version),
     )
-    mirror_rate = max((s.sample_rate for s in shadows(live)), default=0.0)
+    rate = mirror_rate(live)
     variants = tuple(
-        v if v.shadow else replace(v, mirror_rate=mirror_rate)
+        v if v.shadow else replace(v, mirror_rate=rate)
         for v in (DesiredVariant(r.version, r.spec) for r in live)
     )
     routable = [v for v in variants if not v.shadow]

@@ -10,7 +10,7 @@ Protected, whatever the rules say:
 - a variant with traffic > 0 in the split (it is answering clients);
 - a variant pending or phasing in (a rollout owns it);
 - a shadow that is still wanted (sample rate above 0);
-- a variant already expiring or expired (nothing left to do; it is not returned).
+- a variant already expired (nothing left to do; it is not returned).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from forestflow_control_plane.policies import shadow
 from forestflow_control_plane.state.records import ContractSnapshot, VariantRecord, VariantState
 
 UNTOUCHABLE = frozenset(
-    {VariantState.PENDING, VariantState.PHASING_IN, VariantState.EXPIRING, VariantState.EXPIRED}
+    {VariantState.PENDING, VariantState.PHASING_IN, VariantState.EXPIRED}
 )
 # Not releases for keep_latest: shadows are experiments, expired ones are already gone.
-UNRANKED = frozenset({VariantState.SHADOW, VariantState.EXPIRING, VariantState.EXPIRED})
+UNRANKED = frozenset({VariantState.SHADOW, VariantState.EXPIRED})
 
 
 @dataclass(frozen=True)

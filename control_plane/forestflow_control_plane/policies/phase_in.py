@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from enum import StrEnum
-from typing import Any
 
 from forestflow_control_plane.policies.gates import Gate, GateResult
 from forestflow_control_plane.policies.split import shift
-from forestflow_control_plane.state.records import ContractSnapshot
-
-
-def immediate(snapshot: ContractSnapshot, version: str) -> dict[str, int]:
-    """All traffic to `version` at once; every other variant keeps a 0 % entry."""
-    if version not in snapshot.variants:
-        raise KeyError(version)
-    return {v: (100 if v == version else 0) for v in snapshot.variants}
+from forestflow_control_plane.state.records import (
+    FINISHED,
+    RolloutProgress,
+    RolloutStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -101,47 +96,6 @@ class Linear:
 
 
 Plan = Immediate | Canary | Linear
-
-
-class RolloutStatus(StrEnum):
-    RUNNING = "running"
-    PAUSED = "paused"
-    SUCCEEDED = "succeeded"
-    ROLLED_BACK = "rolled_back"
-    ABORTED = "aborted"
-
-
-FINISHED = frozenset({RolloutStatus.SUCCEEDED, RolloutStatus.ROLLED_BACK, RolloutStatus.ABORTED})
-
-
-@dataclass(frozen=True)
-class RolloutProgress:
-    """Where a rollout stands: `step` indexes the plan's schedule; `previous` is the split
-    before the rollout began, what a rollback restores exactly ({} on a first deploy: a
-    rolled-back first deploy serves nothing)."""
-
-    candidate: str
-    previous: dict[str, int]
-    step: int
-    started_at: float
-    step_started_at: float
-    status: RolloutStatus = RolloutStatus.RUNNING
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "candidate": self.candidate,
-            "previous": self.previous,
-            "step": self.step,
-            "started_at": self.started_at,
-            "step_started_at": self.step_started_at,
-            "status": self.status.value,
-            "reason": self.reason,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RolloutProgress:
-        return cls(**{**data, "status": RolloutStatus(data["status"])})
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Which version a client gets: sticky by client key, or pinned by tag.
+"""Which version a client gets when the contract routes by a sticky header (a tag URL pins
+a version in the route table itself).
 
 Sticky routing uses weighted rendezvous hashing: every (version, key) pair gets a stable
 pseudo-random score scaled by the version's percent, and the key goes to the highest
@@ -18,14 +19,6 @@ from collections.abc import Mapping
 from forestflow_control_plane.policies.split import check
 
 
-class UnknownVersionError(KeyError):
-    """A pinned tag that names no version of the contract."""
-
-    def __str__(self) -> str:
-        # KeyError's own __str__ would show the message as a quoted repr.
-        return str(self.args[0])
-
-
 def sticky_pick(split: Mapping[str, int], key: str) -> str:
     """The version that `key` sticks to under `split`; versions at 0 % are never picked."""
     check(split)
@@ -33,14 +26,6 @@ def sticky_pick(split: Mapping[str, int], key: str) -> str:
         (v for v, p in split.items() if p > 0),
         key=lambda v: (_score(v, key, split[v]), v),
     )
-
-
-def pinned(split: Mapping[str, int], tag: str) -> str:
-    """The version a tag pins, at any percent (0 % included), or UnknownVersionError."""
-    if tag not in split:
-        known = ", ".join(sorted(split))
-        raise UnknownVersionError(f"no version {tag!r} under this contract; known: {known}")
-    return tag
 
 
 def _score(version: str, key: str, percent: int) -> float:

@@ -43,3 +43,9 @@ def shadows(variants: Iterable[VariantRecord]) -> tuple[Shadow, ...]:
 def wanted(variant: VariantRecord) -> bool:
     """A shadow is wanted while something is mirrored to it (sample rate above 0)."""
     return variant.state == VariantState.SHADOW and sample_rate(variant) > 0
+
+
+def mirror_rate(variants: Iterable[VariantRecord]) -> float:
+    """The share of a contract's requests its primaries must sample for the mirror: the
+    highest rate any of its shadows wants."""
+    return max((s.sample_rate for s in shadows(variants)), default=0.0)

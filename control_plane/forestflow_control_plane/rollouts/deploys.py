@@ -1,21 +1,19 @@
-"""The store transitions behind deploys and deletes: registering a variant from a model
-file, and retiring variants and contracts that nothing needs any more."""
+"""The store transitions behind a deploy: registering a variant from a model file, and the
+desired state or swap it asks for. What a delete may retire is a policy
+(`policies.lifecycle`)."""
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
 from typing import Any
 
 from forestflow_control_plane.policies.desired import DesiredState, DesiredVariant
-from forestflow_control_plane.policies.phase_in import FINISHED
-from forestflow_control_plane.rollouts.in_place import check_in_place
+from forestflow_control_plane.policies.lifecycle import check_in_place
 from forestflow_control_plane.spec.model_file import ModelFile
 from forestflow_control_plane.state.records import (
     ContractRecord,
     ContractSnapshot,
     VariantRecord,
-    VariantState,
 )
 from forestflow_control_plane.state.store import ConflictError, NotFoundError, Store
 
@@ -87,48 +85,3 @@ def swap_of(snapshot: ContractSnapshot, model: ModelFile) -> dict[str, Any] | No
         return None
     wanted: dict[str, Any] = model.variant.model.model_dump(mode="json", by_alias=True)
     return None if existing.spec["model"] == wanted else wanted
-
-
-def retire(
-    before: ContractSnapshot | None, contract: str, version: str, who: str
-) -> ContractSnapshot:
-    """The snapshot with `version` expired; a conflict while clients or a rollout need it."""
-    if before is None:
-        raise NotFoundError(f"contract {contract!r} not found")
-    variant = before.variants.get(version)
-    if variant is None:
-        raise NotFoundError(f"variant {contract}@{version} not found")
-    share = before.contract.traffic.get(version, 0)
-    if share > 0:
-        raise ConflictError(
-            f"{version} serves {share} % of {contract}: roll it back or promote another "
-            "version first"
-        )
-    record = before.contract.rollout
-    if record is not None and record["progress"]["status"] not in FINISHED:
-        candidate, status = record["candidate"], record["progress"]["status"]
-        if candidate == version:
-            raise ConflictError(
-                f"{version} is being rolled out on {contract} ({status}): roll it back or "
-                "abort it first"
-            )
-        if record["progress"]["previous"].get(version, 0) > 0:
-            raise ConflictError(
-                f"{version} is what the {status} rollout of {candidate} on {contract} would "
-                f"roll back to: promote {candidate} or let its rollout finish first"
-            )
-    retired = replace(variant, state=VariantState.EXPIRED, reason=f"deleted by {who}")
-    traffic = {v: p for v, p in before.contract.traffic.items() if v != version}
-    after = before.with_variant(retired)
-    return replace(after, contract=replace(after.contract, traffic=traffic))
-
-
-def refuse_while_serving(snapshot: ContractSnapshot) -> None:
-    """A contract deleted while it serves would leave its clients with 404s: refuse."""
-    serving = {v: p for v, p in sorted(snapshot.contract.traffic.items()) if p > 0}
-    if serving:
-        split = ", ".join(f"{v} {p} %" for v, p in serving.items())
-        raise ConflictError(
-            f"{snapshot.contract.name} still serves traffic ({split}): roll its versions "
-            "back first, or delete with force=true"
-        )

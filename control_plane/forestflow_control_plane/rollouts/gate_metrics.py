@@ -20,9 +20,9 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
-from forestflow_control_plane.platforms.local.platform import LocalPlatform
+from forestflow_control_plane import names
 from forestflow_control_plane.policies.gates import Metrics
-from forestflow_control_plane.settings import Settings, SettingsError
+from forestflow_control_plane.state.text import text
 
 HISTOGRAM = "forestflow_request_duration_seconds"
 QUANTILE = 0.95
@@ -45,19 +45,6 @@ class MetricsSource(Protocol):
         """The variant's metrics over [since, now] (epoch seconds); raises
         MetricsUnavailableError when they cannot be read."""
         ...
-
-
-def source_for(settings: Settings, redis: Redis) -> MetricsSource:
-    """Prometheus when configured; otherwise the local platform's runtimes, scraped."""
-    if settings.prometheus_url:
-        return PrometheusSource(settings.prometheus_url)
-    if settings.platform == "local":
-        platform = LocalPlatform(redis, settings.runtime_image, home=settings.home)
-        return ScrapeSource(redis, platform.replica_urls)
-    raise SettingsError(
-        f"FF_PROMETHEUS_URL: required on platform {settings.platform!r}"
-        " (only the local platform's runtimes can be scraped directly)"
-    )
 
 
 def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float:
@@ -268,11 +255,12 @@ class ScrapeSource:
     def window(self, contract: str, version: str, since: float, now: float) -> Metrics:
         replicas = self._replicas(contract, version)
         live = {url: self._scrape(url, contract, version) for url in replicas}
-        seen = self._redis.zrangebyscore(replicas_key(contract, version), since, "+inf")
-        urls = sorted(live.keys() | {_text(raw) for raw in seen})
+        seen_key = names.metrics_replicas_key(contract, version)
+        seen = self._redis.zrangebyscore(seen_key, since, "+inf")
+        urls = sorted(live.keys() | {text(raw) for raw in seen})
         pipe = self._redis.pipeline(transaction=False)
         for url in urls:
-            key = samples_key(contract, version, url)
+            key = names.metrics_samples_key(contract, version, url)
             pipe.zrevrangebyscore(key, since, "-inf", start=0, num=1)
             pipe.zrangebyscore(key, f"({since!r}", now)
         rows = pipe.execute()
@@ -298,10 +286,10 @@ class ScrapeSource:
     ) -> None:
         if not live:
             return
-        seen = replicas_key(contract, version)
+        seen = names.metrics_replicas_key(contract, version)
         pipe = self._redis.pipeline()
         for url, sample in live.items():
-            key = samples_key(contract, version, url)
+            key = names.metrics_samples_key(contract, version, url)
             pipe.zadd(key, {_dump(sample, now): now})
             pipe.zremrangebyscore(key, "-inf", now - SAMPLE_RETENTION_S)
             pipe.zremrangebyrank(key, 0, -MAX_SAMPLES - 1)
@@ -312,26 +300,12 @@ class ScrapeSource:
         pipe.execute()
 
 
-def replicas_key(contract: str, version: str) -> str:
-    """Sorted set: replica URL -> when it was last scraped."""
-    return f"ff:metrics:replicas:{contract}@{version}"
-
-
-def samples_key(contract: str, version: str, url: str) -> str:
-    """Sorted set: one replica's scrapes, scored by when they were taken."""
-    return f"ff:metrics:samples:{contract}@{version}:{url}"
-
-
 def _dump(sample: Cumulative, at: float) -> bytes:
     # `at` keeps two equal scrapes taken at different times distinct members.
     return orjson.dumps(
         {"at": at, "count": sample.count, "errors": sample.errors,
          "buckets": dict(sample.buckets), "created": sample.created}
     )
-
-
-def _text(raw: object) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def _load(raw: bytes) -> Cumulative:

@@ -15,45 +15,27 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
-from rq import get_current_job
 
-from forestflow_control_plane.knative.resources import make_service, model_name
+from forestflow_control_plane import names
+from forestflow_control_plane.knative.resources import make_service
 from forestflow_control_plane.platforms.base import Platform, TrialError
 from forestflow_control_plane.policies.desired import DesiredVariant, desired_state
-from forestflow_control_plane.policies.phase_in import FINISHED, RolloutProgress, RolloutStatus
-from forestflow_control_plane.rollouts.engine import platform_for
-from forestflow_control_plane.settings import Settings
-from forestflow_control_plane.state.records import ContractSnapshot, VariantState
+from forestflow_control_plane.policies.lifecycle import SWAPPABLE, SWAPPABLE_STATES
+from forestflow_control_plane.state.records import (
+    ContractSnapshot,
+    RolloutProgress,
+    RolloutRecord,
+    RolloutStatus,
+)
 from forestflow_control_plane.state.store import ConflictError, NotFoundError, Store
 
 ReplicaFinder = Callable[[str, str], list[str]]
-# What an in-place deploy may change: the artifact. Anything else needs a new version.
-SWAPPABLE = ("uri", "format")
 SWAP_TIMEOUT_S = 600.0
-SWAPPABLE_STATES = frozenset({VariantState.SERVING, VariantState.PHASING_IN})
 TRIAL_IMAGE = "trial"  # a trial replica runs the local runtime; the image is not used
 
 
 class SwapFailedError(RuntimeError):
     """One replica would not load or answer with the new weights."""
-
-
-def check_in_place(current: dict[str, Any], wanted: dict[str, Any]) -> None:
-    """Refuse an in-place deploy that changes more than the artifact, naming the field."""
-    for key in sorted(current.keys() | wanted.keys()):
-        if key in ("model", "rollout", "revision"):
-            continue
-        if current.get(key) != wanted.get(key):
-            raise ConflictError(
-                f"{_field(key)}: differs from the running variant; in_place changes only "
-                "variant.model.uri and variant.model.format, deploy a new version for more"
-            )
-    old, new = current["model"], wanted["model"]
-    for key in sorted(old.keys() | new.keys()):
-        if key not in SWAPPABLE and old.get(key) != new.get(key):
-            raise ConflictError(
-                f"variant.model.{key}: cannot change in place; deploy a new version"
-            )
 
 
 class InPlace:
@@ -82,7 +64,7 @@ class InPlace:
         if old == model:
             return _view(snapshot)
         self._begin(contract, version, model)
-        name = model_name(contract)
+        name = names.model_name(contract)
         swapped: list[str] = []
         try:
             running = self._replicas(contract, version)
@@ -137,22 +119,16 @@ class InPlace:
                     "serving variant"
                 )
             record = before.contract.rollout
-            if record is not None and record["progress"]["status"] not in FINISHED:
+            if record is not None and not record.finished:
                 raise ConflictError(
-                    f"the rollout of {record['candidate']} is still running on {contract}; "
+                    f"the rollout of {record.candidate} is still running on {contract}; "
                     "let it finish or abort it first"
                 )
             progress = RolloutProgress(
                 version, dict(before.contract.traffic), 0, now, now, reason="swapping weights"
             )
-            rollout = {
-                "candidate": version,
-                "strategy": "in_place",
-                "model": model,
-                "progress": progress.to_dict(),
-                "token": (record["token"] if record else 0) + 1,
-                "next_at": None,
-            }
+            token = (record.token if record else 0) + 1
+            rollout = RolloutRecord(progress, token, strategy="in_place", model=model)
             return replace(before, contract=replace(before.contract, rollout=rollout))
 
         self._store.update(
@@ -182,12 +158,10 @@ class InPlace:
             if before is None:
                 raise NotFoundError(f"contract {contract!r} not found")
             record = before.contract.rollout
-            if record is None or record["candidate"] != version:
+            if record is None or record.candidate != version:
                 return before
-            progress = replace(
-                RolloutProgress.from_dict(record["progress"]), status=status, reason=reason
-            )
-            rollout = {**record, "progress": progress.to_dict()}
+            progress = replace(record.progress, status=status, reason=reason)
+            rollout = replace(record, progress=progress)
             return replace(before, contract=replace(before.contract, rollout=rollout))
 
         return self._store.update(
@@ -240,24 +214,10 @@ def _zeros(spec: dict[str, Any]) -> dict[str, Any]:
             "data": [value] * size}
 
 
-def _field(key: str) -> str:
-    return key if key in ("rollout", "slo", "expiry", "shadow", "routing") else f"variant.{key}"
-
-
 def _view(snapshot: ContractSnapshot) -> dict[str, Any]:
+    rollout = snapshot.contract.rollout
     return {
         "contract": snapshot.contract.name,
         "traffic": snapshot.contract.traffic,
-        "rollout": snapshot.contract.rollout,
+        "rollout": None if rollout is None else rollout.to_dict(),
     }
-
-
-def swap_in_place(contract: str, version: str, model: dict[str, Any]) -> dict[str, Any]:
-    """RQ entry point, enqueued by an in-place deploy."""
-    job = get_current_job()
-    if job is None:
-        raise RuntimeError("in-place swaps run inside RQ jobs")
-    platform = platform_for(Settings.from_env(), job.connection)
-    with httpx.Client() as client:
-        swaps = InPlace(Store(job.connection), platform, platform.replica_urls, client)
-        return swaps.run(contract, version, model)

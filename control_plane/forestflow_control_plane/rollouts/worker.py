@@ -1,6 +1,10 @@
 """The RQ worker process of the control plane: rollout jobs, their scheduled steps, and the
 periodic reconcile.
 
+Jobs run in the worker process itself (RQ's SimpleWorker), with the parts the composition
+root made once: no work horse is forked per job, so no fork happens after the reconcile
+thread started, and a job does not build a new platform client.
+
 RQ's scheduler holds a lock per queue for 61 s; a worker killed with SIGKILL keeps it that
 long and its scheduled rollout steps wait. At start, a lock whose holder was a process on
 this host that no longer exists is released, so a restarted worker resumes at once. A holder
@@ -12,16 +16,17 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Protocol
 
 import psutil
 from redis import Redis
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
 
 from forestflow_control_plane import names
-from forestflow_control_plane.rollouts import engine as rollouts
+from forestflow_control_plane.rollouts import jobs
 from forestflow_control_plane.rollouts.reconcile import start_reconciler
-from forestflow_control_plane.settings import Settings
+from forestflow_control_plane.state.text import text
 
 
 def release_stale_scheduler_locks(redis: Redis, queue_names: list[str]) -> list[str]:
@@ -32,9 +37,9 @@ def release_stale_scheduler_locks(redis: Redis, queue_names: list[str]) -> list[
         holder = redis.get(lock)
         if holder is None:
             continue
-        name = _text(holder)
+        name = text(holder)
         info = {
-            _text(k): _text(v) for k, v in redis.hgetall(SCHEDULER_KEY_TEMPLATE % name).items()
+            text(k): text(v) for k, v in redis.hgetall(SCHEDULER_KEY_TEMPLATE % name).items()
         }
         host = info.get("hostname", "")
         pid = int(info.get("pid") or 0)
@@ -45,23 +50,23 @@ def release_stale_scheduler_locks(redis: Redis, queue_names: list[str]) -> list[
     return released
 
 
-def run_worker(settings: Settings) -> None:
+class WorkerParts(jobs.JobParts, Protocol):
+    @property
+    def redis(self) -> Redis: ...
+
+    @property
+    def queue(self) -> Queue: ...
+
+
+def run_worker(parts: WorkerParts, reconcile_seconds: float) -> None:
     """Work rollout jobs and their scheduled steps, and take part in the periodic reconcile."""
-    redis = Redis.from_url(settings.redis_url)
-    release_stale_scheduler_locks(redis, [names.ROLLOUT_QUEUE])
-    stop = start_reconciler(
-        Redis.from_url(settings.redis_url), rollouts.build(settings, redis),
-        settings.reconcile_seconds,
-    )
+    release_stale_scheduler_locks(parts.redis, [names.ROLLOUT_QUEUE])
+    jobs.bind(parts)
+    stop = start_reconciler(parts.redis, parts.rollouts(), reconcile_seconds)
     try:
-        queue = Queue(names.ROLLOUT_QUEUE, connection=redis)
-        Worker([queue], connection=redis).work(with_scheduler=True)
+        SimpleWorker([parts.queue], connection=parts.redis).work(with_scheduler=True)
     finally:
         stop.set()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _alive(pid: int) -> bool:

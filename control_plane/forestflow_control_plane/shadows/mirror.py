@@ -37,12 +37,14 @@ from prometheus_client import start_http_server
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError, WatchError
 
+from forestflow_control_plane import names
+from forestflow_control_plane.policies.replay import ReplayPlan
 from forestflow_control_plane.settings import Settings
 from forestflow_control_plane.shadows.agreement import MismatchError, compare
 from forestflow_control_plane.shadows.exporter import MirrorMetrics
-from forestflow_control_plane.shadows.plan import Plan, Plans
+from forestflow_control_plane.shadows.plan import Plans
 from forestflow_control_plane.shadows.results import Outcome, record
-from forestflow_control_plane.shadows.targets import ShadowTargets, targets_for
+from forestflow_control_plane.shadows.targets import ShadowTargets
 from forestflow_control_plane.state.store import Store
 
 INFER_TIMING = re.compile(r"(?:^|,)\s*infer\s*;(?:[^,]*;)?\s*dur=([0-9]+(?:\.[0-9]+)?)")
@@ -54,15 +56,11 @@ Entry = tuple[bytes, dict[bytes, bytes] | None]
 Replies = list[tuple[bytes, list[Entry]]]
 
 
-def seen_key(entry_id: str) -> str:
-    """The mark of a recorded entry. By stream entry id, not by request id: request ids
-    come from clients and may repeat, an entry id names one sampled request."""
-    return f"ff:mirror:seen:{entry_id}"
 
 
 @dataclass(frozen=True)
 class MirrorConfig:
-    stream: str = "forestflow:payloads"
+    stream: str = names.PAYLOAD_STREAM
     group: str = "forestflow-mirror"
     consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     max_inflight: int = 32
@@ -229,14 +227,14 @@ class Mirror:
     async def _mirror(self, entry_id: str, event: Event) -> None:
         plan = await self._plans.get(event.contract)
         chosen = plan.replay_to(event.variant, self._draw) if plan else []
-        if plan is None or not chosen or await self._redis.exists(seen_key(entry_id)):
+        if plan is None or not chosen or await self._redis.exists(names.mirror_seen_key(entry_id)):
             return
         _honour_cancellation()
         outcomes = list(await asyncio.gather(*(self._replay(plan, event, s) for s in chosen)))
         if await self._record(entry_id, outcomes):
             self._metrics.observe(outcomes)
 
-    async def _replay(self, plan: Plan, event: Event, shadow: str) -> Outcome:
+    async def _replay(self, plan: ReplayPlan, event: Event, shadow: str) -> Outcome:
         """Send the primary's inputs to the shadow and compare; every failure is an
         error outcome, never an exception."""
         target = self._targets.target(plan.contract, shadow)
@@ -272,7 +270,7 @@ class Mirror:
     async def _record(self, entry_id: str, outcomes: list[Outcome]) -> bool:
         """Record the outcomes and mark the entry in one transaction; False when a mirror
         already recorded it."""
-        key = seen_key(entry_id)
+        key = names.mirror_seen_key(entry_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             await pipe.watch(key)
             if await pipe.exists(key):
@@ -302,7 +300,7 @@ def _runtime_ms(server_timing: str | None) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def _infer_body(plan: Plan, event: Event) -> bytes:
+def _infer_body(plan: ReplayPlan, event: Event) -> bytes:
     """An Open Inference Protocol v2 request with the primary's inputs, typed as the
     contract declares them."""
     inputs = []
@@ -330,12 +328,14 @@ def _outputs(content: bytes) -> dict[str, np.ndarray]:
         raise ReplayError(f"outputs: not an inference answer: {exc!r}") from None
 
 
-def run_mirror(settings: Settings, config: MirrorConfig | None = None) -> None:
+def run_mirror(
+    settings: Settings, targets: ShadowTargets, config: MirrorConfig | None = None
+) -> None:
     """The `mirror` process: consume until SIGTERM or SIGINT."""
-    asyncio.run(_serve(settings, config or MirrorConfig()))
+    asyncio.run(_serve(settings, targets, config or MirrorConfig()))
 
 
-async def _serve(settings: Settings, config: MirrorConfig) -> None:
+async def _serve(settings: Settings, targets: ShadowTargets, config: MirrorConfig) -> None:
     metrics = MirrorMetrics()
     server = None
     if settings.mirror_metrics_port is not None:
@@ -355,7 +355,7 @@ async def _serve(settings: Settings, config: MirrorConfig) -> None:
             aioredis.Redis.from_url(settings.redis_url) as redis,
             httpx.AsyncClient(limits=limits) as http,
         ):
-            mirror = Mirror(redis, plans, targets_for(settings), http, metrics, config)
+            mirror = Mirror(redis, plans, targets, http, metrics, config)
             with contextlib.suppress(asyncio.CancelledError):
                 await mirror.run()
     finally:

@@ -15,8 +15,9 @@ import orjson
 from pydantic import BaseModel, Field
 from redis import Redis
 
-# The runtime's FF_PAYLOAD_STREAM default; the local platform leaves it as it is.
-PAYLOAD_STREAM = "forestflow:payloads"
+from forestflow_control_plane import names
+from forestflow_control_plane.state.text import text
+
 SCAN_CHUNK = 500
 MAX_SCAN = 20_000
 START = "0-0"
@@ -51,13 +52,13 @@ def read_payloads(
     count: int,
     variant: str | None = None,
     after: str | None = None,
-    stream: str = PAYLOAD_STREAM,
+    stream: str = names.PAYLOAD_STREAM,
 ) -> Payloads:
     """The last `count` events of `contract` (of one `variant` if given), or, with `after`,
     up to `count` events newer than that entry id."""
     if after is None:
         newest = redis.xrevrange(stream, count=1) or []
-        cursor = _text(newest[0][0]) if newest else START
+        cursor = text(newest[0][0]) if newest else START
         entries = _entries(redis, stream, cursor, forward=False) if newest else iter(())
     else:
         cursor = after
@@ -88,8 +89,8 @@ def _entries(
         if not chunk:
             return
         for entry_id, fields in chunk:
-            yield _text(entry_id), fields or {}
-        bound = f"({_text(chunk[-1][0])}"
+            yield text(entry_id), fields or {}
+        bound = f"({text(chunk[-1][0])}"
 
 
 def _event(
@@ -97,16 +98,16 @@ def _event(
 ) -> PayloadEvent | None:
     """The entry as an event if it is one of `contract` (and `variant`); an entry that is
     not a well-formed payload event is skipped, never an error."""
-    fields = {_text(k): v for k, v in raw.items()}
-    if _text(fields.get("contract", b"")) != contract:
+    fields = {text(k): v for k, v in raw.items()}
+    if text(fields.get("contract", b"")) != contract:
         return None
-    if variant is not None and _text(fields.get("variant", b"")) != variant:
+    if variant is not None and text(fields.get("variant", b"")) != variant:
         return None
     try:
         return PayloadEvent(
             id=entry_id,
-            variant=_text(fields["variant"]),
-            request_id=_text(fields.get("request_id", b"")),
+            variant=text(fields["variant"]),
+            request_id=text(fields.get("request_id", b"")),
             inputs=orjson.loads(fields["inputs"]),
             outputs=orjson.loads(fields["outputs"]),
             latency_ms=float(fields["latency_ms"]),
@@ -114,9 +115,3 @@ def _event(
         )
     except (KeyError, ValueError):  # pydantic's and orjson's errors are ValueErrors
         return None
-
-
-def _text(value: bytes | str | None) -> str:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return value or ""

@@ -16,36 +16,13 @@ from typing import Any
 import numpy as np
 from redis import Redis
 
+from forestflow_control_plane import names
 from forestflow_control_plane.policies.shadow import shadows
 from forestflow_control_plane.shadows.agreement import Agreement
 from forestflow_control_plane.state.records import ContractSnapshot
 
 LATENCY_SAMPLES = 1000
 RESULTS_TTL_S = 7 * 86_400
-PREFIX = "ff:shadow"
-
-
-def results_key(contract: str, shadow: str) -> str:
-    return f"{PREFIX}:{contract}:{shadow}"
-
-
-def primaries_key(contract: str, shadow: str) -> str:
-    return f"{PREFIX}:{contract}:{shadow}:primaries"
-
-
-def latency_key(contract: str, shadow: str, side: str) -> str:
-    """`side` is `primary` or `shadow`."""
-    return f"{PREFIX}:{contract}:{shadow}:latency:{side}"
-
-
-def max_diff_key(contract: str) -> str:
-    return f"{PREFIX}:{contract}:max-abs-diff"
-
-
-def shadows_key(contract: str) -> str:
-    return f"{PREFIX}:{contract}:shadows"
-
-
 @dataclass(frozen=True)
 class Outcome:
     """One replay of one primary request to one shadow: an agreement, or an error (then
@@ -63,10 +40,10 @@ class Outcome:
 def record(pipe: Any, outcome: Outcome) -> None:
     """Queue one outcome's writes on `pipe` (a pipeline in MULTI, sync or asyncio)."""
     contract, shadow = outcome.contract, outcome.shadow
-    key = results_key(contract, shadow)
-    touched = [key, primaries_key(contract, shadow), shadows_key(contract)]
-    pipe.sadd(primaries_key(contract, shadow), outcome.primary)
-    pipe.sadd(shadows_key(contract), shadow)
+    key = names.shadow_results_key(contract, shadow)
+    touched = [key, names.shadow_primaries_key(contract, shadow), names.shadows_key(contract)]
+    pipe.sadd(names.shadow_primaries_key(contract, shadow), outcome.primary)
+    pipe.sadd(names.shadows_key(contract), shadow)
     agreement = outcome.agreement
     if agreement is None:
         pipe.hincrby(key, "errors", 1)
@@ -76,13 +53,15 @@ def record(pipe: Any, outcome: Outcome) -> None:
         pipe.hincrby(key, "agreed", agreement.agreed)
         pipe.hincrby(key, "elements", agreement.elements)
         pipe.hincrbyfloat(key, "abs_diff_sum", agreement.abs_diff_sum)
-        pipe.zadd(max_diff_key(contract), {shadow: agreement.max_abs_diff}, gt=True)
-        touched.append(max_diff_key(contract))
-        _sample(pipe, latency_key(contract, shadow, "primary"), outcome.primary_latency_ms)
-        touched.append(latency_key(contract, shadow, "primary"))
+        pipe.zadd(names.shadow_max_diff_key(contract), {shadow: agreement.max_abs_diff}, gt=True)
+        touched.append(names.shadow_max_diff_key(contract))
+        primary_key = names.shadow_latency_key(contract, shadow, "primary")
+        _sample(pipe, primary_key, outcome.primary_latency_ms)
+        touched.append(primary_key)
     if outcome.shadow_latency_ms is not None:
-        _sample(pipe, latency_key(contract, shadow, "shadow"), outcome.shadow_latency_ms)
-        touched.append(latency_key(contract, shadow, "shadow"))
+        shadow_key = names.shadow_latency_key(contract, shadow, "shadow")
+        _sample(pipe, shadow_key, outcome.shadow_latency_ms)
+        touched.append(shadow_key)
     for touched_key in touched:
         pipe.expire(touched_key, RESULTS_TTL_S)
 
@@ -138,16 +117,16 @@ def report(redis: Redis, snapshot: ContractSnapshot) -> list[ShadowResult]:
     shadow keeps its record), oldest first."""
     contract = snapshot.contract.name
     current = [s.version for s in shadows(snapshot.variants.values())]
-    recorded = {m.decode() for m in redis.smembers(shadows_key(contract))}  # type: ignore[union-attr]
+    recorded = {m.decode() for m in redis.smembers(names.shadows_key(contract))}  # type: ignore[union-attr]
     known = {v: (r.created_at, v) for v, r in snapshot.variants.items()}
     versions = sorted(set(current) | recorded, key=lambda v: known.get(v, (float("inf"), v)))
     pipe = redis.pipeline(transaction=False)
     for version in versions:
-        pipe.hgetall(results_key(contract, version))
-        pipe.smembers(primaries_key(contract, version))
-        pipe.lrange(latency_key(contract, version, "primary"), 0, -1)
-        pipe.lrange(latency_key(contract, version, "shadow"), 0, -1)
-        pipe.zscore(max_diff_key(contract), version)
+        pipe.hgetall(names.shadow_results_key(contract, version))
+        pipe.smembers(names.shadow_primaries_key(contract, version))
+        pipe.lrange(names.shadow_latency_key(contract, version, "primary"), 0, -1)
+        pipe.lrange(names.shadow_latency_key(contract, version, "shadow"), 0, -1)
+        pipe.zscore(names.shadow_max_diff_key(contract), version)
     replies = pipe.execute()
     return [
         _result(version, *replies[5 * i : 5 * i + 5]) for i, version in enumerate(versions)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from forestflow_control_plane import names
-from forestflow_control_plane.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -47,9 +46,3 @@ class ClusterTargets:
         namespace, _ = names.split_contract(contract)
         service = names.service_name(contract, version)
         return Target(f"http://{service}.{namespace}.svc.cluster.local")
-
-
-def targets_for(settings: Settings) -> ShadowTargets:
-    if settings.platform == "local":
-        return GatewayTargets(settings.gateway_url, settings.domain)
-    return ClusterTargets()

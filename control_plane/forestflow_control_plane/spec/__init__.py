@@ -1,0 +1,2 @@
+"""model.yaml: its schema (pydantic, every error naming its field) and the reference table
+README shows. Imports nothing else of the control plane."""

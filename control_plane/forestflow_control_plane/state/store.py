@@ -16,6 +16,7 @@ from redis import Redis
 from redis.exceptions import WatchError
 
 from forestflow_control_plane import names
+from forestflow_control_plane.state.errors import ConflictError, NotFoundError
 from forestflow_control_plane.state.records import (
     ContractRecord,
     ContractSnapshot,
@@ -23,17 +24,11 @@ from forestflow_control_plane.state.records import (
     VariantRecord,
 )
 
+__all__ = ["Change", "ConflictError", "NotFoundError", "Store"]
+
 EVENTS_MAX = 10_000
 
 Change = Callable[[ContractSnapshot | None], ContractSnapshot]
-
-
-class NotFoundError(LookupError):
-    """No such contract or variant."""
-
-
-class ConflictError(RuntimeError):
-    """Someone else wrote the record first, or the change contradicts what is stored."""
 
 
 class Store:

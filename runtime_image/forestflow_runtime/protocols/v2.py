@@ -1,17 +1,19 @@
 """Open Inference Protocol v2 REST, plus the binary tensor and model repository (load) extensions.
 
-Paths accept the optional /versions/{version} segment; the version must be our variant.
+Paths accept the optional /versions/{version} segment; the version must be our variant. Tensors
+are decoded and encoded by protocols/codec.py, which the stream consumer shares.
 """
+
+from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import orjson
 
 from forestflow_runtime import __version__
 from forestflow_runtime.config import ModelFormat
 from forestflow_runtime.dataplane import DataPlane, Inference, OutputTensor
-from forestflow_runtime.errors import InvalidRequest, ModelNotReady
+from forestflow_runtime.errors import InvalidRequest
 from forestflow_runtime.http import (
     Request,
     Response,
@@ -20,14 +22,8 @@ from forestflow_runtime.http import (
     server_timing,
 )
 from forestflow_runtime.protocols.binary import HEADER, BinaryReader, split_body
+from forestflow_runtime.protocols.codec import decode_inputs, encode_outputs
 from forestflow_runtime.routing import Route, route
-from forestflow_runtime.validation import (
-    array_from_bytes,
-    array_from_json,
-    check_batch,
-    check_datatype,
-    check_shape,
-)
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
@@ -90,7 +86,7 @@ class V2Endpoints:
         plane.check_model(request.params["name"], request.params.get("version"))
         body = split_body(request)
         document = decode_object(body.json)
-        inputs = self._inputs(document, BinaryReader(body.binary))
+        inputs = decode_inputs(plane, document, BinaryReader(body.binary))
         request_id = document.get("id")
         inference = await plane.infer(
             inputs,
@@ -125,61 +121,8 @@ class V2Endpoints:
             },
         )
 
-    def _inputs(self, document: dict[str, object], reader: BinaryReader) -> tuple[np.ndarray, ...]:
-        plane = self.plane
-        if not plane.ready:
-            raise ModelNotReady("model is not ready")
-        items = document.get("inputs")
-        if not isinstance(items, list) or not items:
-            raise InvalidRequest("inputs: expected a non-empty list of tensors")
-        arrays: list[np.ndarray | None] = [None] * len(plane.inputs)
-        fields: list[str] = [""] * len(plane.inputs)
-        for position, item in enumerate(items):
-            field = f"inputs[{position}]"
-            if not isinstance(item, dict):
-                raise InvalidRequest(f"{field}: expected an object")
-            name = item.get("name")
-            index = plane.input_index.get(name) if isinstance(name, str) else None
-            if index is None:
-                known = ", ".join(plane.input_index)
-                raise InvalidRequest(f"{field}.name: unknown input {name!r} ({known})")
-            if arrays[index] is not None:
-                raise InvalidRequest(f"{field}.name: input {name!r} given twice")
-            spec = plane.inputs[index]
-            check_datatype(field, spec, item.get("datatype"))
-            shape = check_shape(field, spec, item.get("shape"))
-            parameters = item.get("parameters")
-            size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
-            if size is not None:
-                arrays[index] = array_from_bytes(field, spec, reader.take(field, size), shape)
-            else:
-                arrays[index] = array_from_json(field, spec, item.get("data"), shape)
-            fields[index] = field
-        reader.finish()
-        missing = [spec.name for spec, a in zip(plane.inputs, arrays, strict=True) if a is None]
-        if missing:
-            raise InvalidRequest(f"inputs: missing {', '.join(missing)}")
-        present = [a for a in arrays if a is not None]
-        check_batch(fields, present)
-        return tuple(present)
-
     def _response(self, document: dict[str, object], inference: Inference) -> Response:
-        selected = _selected_outputs(document, inference.outputs)
-        entries: list[dict[str, object]] = []
-        binaries: list[bytes] = []
-        for tensor, binary in selected:
-            entry: dict[str, object] = {
-                "name": tensor.name,
-                "datatype": tensor.datatype,
-                "shape": list(tensor.array.shape),
-            }
-            if binary:
-                raw = tensor.array.tobytes()
-                entry["parameters"] = {"binary_data_size": len(raw)}
-                binaries.append(raw)
-            else:
-                entry["data"] = tensor.array.ravel()
-            entries.append(entry)
+        entries, binaries = encode_outputs(_selected_outputs(document, inference.outputs))
         reply: dict[str, object] = {"model_name": self.plane.name}
         if self.plane.config.variant:
             reply["model_version"] = self.plane.config.variant

@@ -39,7 +39,7 @@ ROWS: list[tuple[str, list[VariantRecord], dict[str, int], ExpiryPolicy, tuple[s
     ("failed variants are ranked", [*BASE, variant("v5", S.FAILED, 500.0)], ON_V3,
      ExpiryPolicy(keep_latest=3), ("v1", "v2")),
     ("expired ones are neither ranked nor returned",
-     [variant("v0", S.EXPIRED, 0.0), variant("v00", S.EXPIRING, 1.0), *BASE], ON_V3,
+     [variant("v0", S.EXPIRED, 0.0), variant("v00", S.EXPIRED, 1.0), *BASE], ON_V3,
      ExpiryPolicy(keep_latest=3), ("v1",)),
     ("ttl", BASE, ON_V3, ExpiryPolicy(ttl_seconds=800.0), ("v1", "v2")),
     ("ttl of 0 spares only the protected", BASE, ON_V3, ExpiryPolicy(ttl_seconds=0.0),

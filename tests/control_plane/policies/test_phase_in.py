@@ -17,7 +17,6 @@ from forestflow_control_plane.policies.phase_in import (
     RolloutStatus,
     StepResult,
 )
-from forestflow_control_plane.state.records import ContractRecord, ContractSnapshot, VariantRecord
 
 RUNNING, PAUSED = RolloutStatus.RUNNING, RolloutStatus.PAUSED
 SUCCEEDED, ROLLED_BACK, ABORTED = (
@@ -207,11 +206,4 @@ def test_progress_round_trips_through_a_dict() -> None:
     assert RolloutProgress.from_dict(progress.to_dict()) == progress
 
 
-def test_immediate_moves_all_traffic_to_the_version() -> None:
-    snapshot = ContractSnapshot(
-        ContractRecord("fraud/scoring", {}),
-        {v: VariantRecord("fraud/scoring", v, {}) for v in ("v1", "v2")},
-    )
-    assert phase_in.immediate(snapshot, "v2") == {"v1": 0, "v2": 100}
-    with pytest.raises(KeyError):
-        phase_in.immediate(snapshot, "v9")
+

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forestflow_control_plane.policies.routing import UnknownVersionError, pinned, sticky_pick
+from forestflow_control_plane.policies.routing import sticky_pick
 from forestflow_control_plane.policies.split import SplitError
 from tests.control_plane.policies.inputs import splits
 
@@ -65,21 +65,3 @@ def test_raising_only_the_candidate_keeps_its_clients(
     for key in keys:
         if sticky_pick(split, key) == candidate:
             assert sticky_pick(after, key) == candidate
-
-
-PINS: list[tuple[str, dict[str, int], str, str]] = [
-    ("serving version", {"v1": 90, "v2": 10}, "v2", "v2"),
-    ("zero percent version is still pinnable", {"v1": 100, "v2": 0}, "v2", "v2"),
-]
-
-
-@pytest.mark.parametrize(("name", "split", "tag", "want"), PINS, ids=[p[0] for p in PINS])
-def test_pinned(name: str, split: dict[str, int], tag: str, want: str) -> None:
-    assert pinned(split, tag) == want
-
-
-def test_pinned_unknown_tag_names_the_known_versions() -> None:
-    with pytest.raises(UnknownVersionError) as caught:
-        pinned({"v2": 50, "v1": 50}, "v9")
-    assert isinstance(caught.value, KeyError)
-    assert str(caught.value) == "no version 'v9' under this contract; known: v1, v2"

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -30,6 +31,9 @@ from forestflow_control_plane.settings import Settings, default_home
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 PROCESSES = ("api", "worker", "gateway", "mirror")
+# What forestflow's runtime imports beyond the control plane's own dependencies: pyproject's
+# `runtime` extra. The local platform runs every model with that runtime, in this interpreter.
+RUNTIME_MODULES = ("torch", "safetensors")
 
 
 class LaunchError(RuntimeError):
@@ -79,6 +83,7 @@ class Launcher:
         current = self.running()
         if current is not None:
             return current
+        check_runtime()
         repaired = self._repair()
         if repaired is not None:
             return repaired
@@ -223,6 +228,17 @@ class Launcher:
     def _tail(self, name: str) -> str:
         path = self._logs / f"{name}.log"
         return path.read_text(errors="replace")[-1500:] if path.exists() else "(no log)"
+
+
+def check_runtime() -> None:
+    """Refuse to start a platform that could not serve a model, saying what to install,
+    rather than let the first request find a runtime that cannot start."""
+    missing = [module for module in RUNTIME_MODULES if find_spec(module) is None]
+    if missing:
+        raise LaunchError(
+            "the local platform runs models with forestflow's runtime, which needs "
+            f"{', '.join(missing)}: pip install 'forestflow[runtime]'"
+        )
 
 
 def _stop_all(tracked: list[Tracked]) -> list[str]:

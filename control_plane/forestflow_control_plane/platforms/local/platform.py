@@ -22,7 +22,6 @@ from forestflow_control_plane import names
 from forestflow_control_plane.knative import admission
 from forestflow_control_plane.knative.resources import (
     VERSION_LABEL,
-    contract_label,
     contract_of,
     make_objects,
 )
@@ -100,7 +99,7 @@ class LocalPlatform:
         return True
 
     def observe(self, contract: str) -> dict[str, VariantStatus]:
-        label = contract_label(contract)
+        label = names.contract_label(contract)
         statuses = {}
         for raw in self._redis.hvals(names.LOCAL_STATUS):
             status = orjson.loads(raw)

@@ -89,7 +89,7 @@ class Supervisor:
         log_path = self._logs / "zygote.log"
         with log_path.open("ab") as log_file:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "forestflow_control_plane.platforms.local.zygote",
+                sys.executable, "-m", "forestflow_runtime.zygote",
                 str(self._zygote_socket),
                 # The zygote imports torch for its children: idle OpenMP threads must not spin
                 # and starve a runtime's event loop (forestflow_runtime's own default).

@@ -46,6 +46,7 @@ from forestflow_control_plane.platforms.local.gateway.upstream import UpstreamEr
 from forestflow_control_plane.platforms.local.platform import version_of
 from forestflow_control_plane.platforms.local.supervisor import HydrationError, Supervisor
 from forestflow_control_plane.settings import Settings
+from forestflow_control_plane.state.text import text
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -135,7 +136,7 @@ class Gateway:
         raw_services, raw_routes = await asyncio.gather(
             self._redis.hgetall(names.LOCAL_SERVICES), self._redis.hgetall(names.LOCAL_ROUTES)
         )
-        services = {_text(k): orjson.loads(v) for k, v in raw_services.items()}
+        services = {text(k): orjson.loads(v) for k, v in raw_services.items()}
         routes = [orjson.loads(v) for v in raw_routes.values()]
         self._services = services
         self._table = build_table(routes, services.values())
@@ -275,10 +276,6 @@ def _request(scope: Scope, path: str, body: bytes) -> bytes:
         parts.append(b"host: 127.0.0.1\r\n")
     parts += (b"content-length: %d\r\n\r\n" % len(body), body)
     return b"".join(parts)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 async def _read_body(receive: Receive) -> bytes:

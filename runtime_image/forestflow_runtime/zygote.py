@@ -1,8 +1,10 @@
-"""A pre-warmed parent for runtime processes: it imports torch and the runtime once, then
-forks a child per replica, so waking a variant from zero costs the model load, not the
-interpreter start and the heavy imports.
+"""`python -m forestflow_runtime.zygote SOCKET`: a pre-warmed parent for runtime processes. It
+imports torch and the runtime once, then forks a child per replica, so waking a variant from
+zero costs the model load, not the interpreter start and the heavy imports. It lives here, not
+in the control plane that launches it, because it runs the runtime's code: the local platform
+starts it by module name, as it starts `python -m forestflow_runtime`.
 
-Protocol, over a Unix socket: the supervisor sends one JSON line
+Protocol, over a Unix socket: the local platform's supervisor sends one JSON line
 `{"env": {...}, "log": "/path"}` and reads back `{"pid": N}` or `{"error": "..."}`.
 The zygote stays single-threaded and never touches CUDA, so forking it is safe; it reaps
 its children, and a child runs in its own session with stdout/stderr in its log.
@@ -20,6 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from forestflow_runtime.__main__ import main as serve_runtime
+
+# Imported before the first fork, so that no child pays for them.
 PRELOAD = (
     "numpy",
     "torch",
@@ -27,13 +32,13 @@ PRELOAD = (
     "uvicorn",
     "orjson",
     "prometheus_client",
-    "forestflow_runtime.__main__",
     "forestflow_runtime.server",
 )
 REQUEST_MAX_BYTES = 1 << 20
 
 
 def main(socket_path: str) -> None:
+    """Preload, then answer fork requests on `socket_path` until SIGTERM."""
     for module in PRELOAD:
         importlib.import_module(module)
     signal.signal(signal.SIGCHLD, _reap)
@@ -87,8 +92,7 @@ def _fork(env: dict[str, str], log: str, sockets: tuple[socket.socket, ...]) -> 
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.environ.update(env)
-        runtime = importlib.import_module("forestflow_runtime.__main__")
-        code = runtime.main()
+        code = serve_runtime()
     except BaseException as exc:
         if not isinstance(exc, SystemExit):
             print(f"runtime child failed: {exc!r}", file=sys.stderr, flush=True)
