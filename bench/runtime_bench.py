@@ -16,74 +16,24 @@ with the same thread count just before and again just after a model's servers, a
 of the two is the ceiling.
 All servers answer the same plain JSON body {"input": [[...]]}; the raw uvicorn app answers a
 constant without running any model, as the ceiling. Prints RPS, p50, p99 and errors
-(transport errors and non-2xx answers).
+(transport errors and non-2xx answers). The servers are servers.py's, the models
+torch_models.py's, the load generators loadgen.py's.
 """
 
 import argparse
-import asyncio
 import os
-import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import aiohttp
-import httpx
 import orjson
 import torch
-import uvicorn
-from fastapi import FastAPI
+from loadgen import LoadResult, run_load_process, use_wrk
+from servers import OMP_WAIT_POLICY, free_port, start_server
+from torch_models import MODELS, build_model, torch_throughput
 
-MODELS = {"dummy": (128, []), "mlp_small": (768, [256, 3]), "mlp_large": (1024, [4096, 4096, 16])}
 SERVERS = ("runtime", "fastapi", "raw")
-OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
-
-
-@dataclass(frozen=True)
-class LoadResult:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-def build_model(name: str, directory: Path) -> Path:
-    """A TorchScript file: the dummy doubles its input; the MLPs are Linear+ReLU stacks."""
-    torch.manual_seed(0)
-    width, layers = MODELS[name]
-    modules: list[torch.nn.Module] = []
-    for out in layers:
-        modules += [torch.nn.Linear(width, out), torch.nn.ReLU()]
-        width = out
-    module = torch.nn.Sequential(*modules[:-1]) if modules else _Double()
-    path = directory / f"{name}.pt"
-    torch.jit.script(module.eval()).save(str(path))
-    return path
-
-
-class _Double(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * 2
-
-
-def torch_throughput(model_path: Path, width: int, batch: int, seconds: float = 2.0) -> float:
-    """Samples/s of bare forward passes at `batch`: the ceiling any server can approach."""
-    model = torch.jit.load(str(model_path)).eval()
-    x = torch.rand(batch, width)
-    with torch.inference_mode():
-        for _ in range(3):
-            model(x)
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            model(x)
-            done += batch
-    return done / (time.perf_counter() - start)
 
 
 Results = dict[tuple[str, str, int], LoadResult]
@@ -128,210 +78,6 @@ def print_ratios(results: Results, ceiling: dict[str, float]) -> None:
         )
 
 
-def serve_fastapi(model_path: str, port: int, threads: int) -> None:
-    """The naive baseline: parse with FastAPI, run the model inline, .tolist() the result."""
-    torch.set_num_threads(threads)
-    model = torch.jit.load(model_path).eval()
-    app = FastAPI()
-
-    @app.post("/predict")
-    async def predict(payload: dict[str, Any]) -> dict[str, Any]:
-        x = torch.tensor(payload["input"], dtype=torch.float32)
-        with torch.inference_mode():
-            return {"output": model(x).tolist()}
-
-    @app.get("/ready")
-    async def ready() -> dict[str, bool]:
-        return {"ready": True}
-
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-def serve_raw(port: int) -> None:
-    """The ceiling: a bare ASGI app that reads the body and answers a constant."""
-
-    body = orjson.dumps({"output": [[0.0]]})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        message = await receive()
-        while message.get("more_body"):
-            message = await receive()
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-async def generate_load(url: str, body: bytes, concurrency: int, duration_s: float) -> LoadResult:
-    latencies: list[float] = []
-    errors = 0
-    stop_at = time.perf_counter() + duration_s
-    headers = {"content-type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker() -> None:
-            nonlocal errors
-            while time.perf_counter() < stop_at:
-                began = time.perf_counter()
-                try:
-                    async with session.post(url, data=body, headers=headers) as reply:
-                        await reply.read()
-                        ok = reply.status == 200
-                except aiohttp.ClientError:
-                    ok = False
-                if ok:
-                    latencies.append(time.perf_counter() - began)
-                else:
-                    errors += 1
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    if not latencies:
-        return LoadResult(0.0, float("nan"), float("nan"), errors)
-    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
-    return LoadResult(len(latencies) / elapsed, quantiles[49] * 1e3, quantiles[98] * 1e3, errors)
-
-
-# wrk's done() hook prints one JSON line; latencies are in microseconds.
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = assert(io.open(%s, "rb"))
-wrk.body = f:read("*a")
-f:close()
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'FFBENCH {"requests": %%d, "non2xx": %%d, "errors": %%d, "duration_us": %%d, '
-    .. '"p50_us": %%.1f, "p99_us": %%.1f}\\n',
-    summary.requests, e.status, e.connect + e.read + e.write + e.status + e.timeout,
-    summary.duration, latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-
-def wrk_load(url: str, body_path: Path, concurrency: int, duration_s: float) -> LoadResult:
-    """One wrk thread (it shares the cores like any client would), C keep-alive connections.
-
-    wrk counts whole seconds; shorter runs are rounded up to one.
-    """
-    script = body_path.with_suffix(".lua")
-    script.write_text(WRK_SCRIPT % orjson.dumps(str(body_path)).decode())
-    seconds = max(1, round(duration_s))
-    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s"]
-    output = subprocess.run(
-        [*command, "-s", str(script), url], check=True, capture_output=True, text=True
-    ).stdout
-    line = next(line for line in output.splitlines() if line.startswith("FFBENCH "))
-    stats = orjson.loads(line.removeprefix("FFBENCH "))
-    ok = stats["requests"] - stats["non2xx"]
-    if ok <= 0:
-        return LoadResult(0.0, float("nan"), float("nan"), stats["errors"])
-    return LoadResult(
-        ok / (stats["duration_us"] / 1e6),
-        stats["p50_us"] / 1e3,
-        stats["p99_us"] / 1e3,
-        stats["errors"],
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def start_server(
-    kind: str, model: str, model_path: Path, port: int, threads: int
-) -> tuple[subprocess.Popen[bytes], str]:
-    """The server process and the URL to POST to, once it answers ready."""
-    width = MODELS[model][0]
-    # Both model servers get the same torch threading: the runtime's own default wait policy
-    # (idle OpenMP threads sleep rather than spin) is given to the naive server too.
-    base_env = {**os.environ, "OMP_WAIT_POLICY": OMP_WAIT_POLICY}
-    if kind == "runtime":
-        env = {
-            **base_env,
-            "FF_CPU_THREADS": str(threads),
-            "FF_MODEL_NAME": model,
-            "FF_MODEL_URI": str(model_path),
-            "FF_PORT": str(port),
-            "FF_INPUTS": orjson.dumps(
-                [{"name": "x", "datatype": "FP32", "shape": [-1, width]}]
-            ).decode(),
-        }
-        command = [sys.executable, "-m", "forestflow_runtime"]
-        ready, url = "/v2/health/ready", f"/v1/{model}/predict"
-    else:
-        env = base_env
-        command = [
-            sys.executable,
-            __file__,
-            "--serve",
-            kind,
-            "--model-path",
-            str(model_path),
-            "--port",
-            str(port),
-            "--torch-threads",
-            str(threads),
-        ]
-        ready, url = ("/ready", "/predict") if kind == "fastapi" else ("/", "/")
-    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + ready).status_code == 200:
-                return process, base + url
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise RuntimeError(f"{kind} server did not become ready")
-        time.sleep(0.05)
-
-
-def use_wrk(choice: str = "auto") -> bool:
-    if choice == "python":
-        return False
-    if choice == "wrk" and shutil.which("wrk") is None:
-        raise SystemExit("--loadgen wrk: wrk is not on PATH (apt-get install wrk)")
-    return shutil.which("wrk") is not None
-
-
-def run_load_process(
-    url: str, body_path: Path, concurrency: int, duration_s: float, loadgen: str = "auto"
-) -> LoadResult:
-    """Drive url from another process: wrk when available (see use_wrk), else aiohttp."""
-    if use_wrk(loadgen):
-        return wrk_load(url, body_path, concurrency, duration_s)
-    output = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--load",
-            url,
-            "--body",
-            str(body_path),
-            "--concurrency",
-            str(concurrency),
-            "--duration",
-            str(duration_s),
-        ],
-        check=True,
-        capture_output=True,
-    ).stdout
-    return LoadResult(**orjson.loads(output))
-
-
 def measure_level(
     urls: dict[str, str], body_path: Path, level: int, args: argparse.Namespace
 ) -> dict[str, LoadResult]:
@@ -373,23 +119,7 @@ def main() -> None:
         default=torch.get_num_threads(),
         help="intra-op threads for the torch ceiling, the runtime and the naive server alike",
     )
-    parser.add_argument("--serve", choices=("fastapi", "raw"), help=argparse.SUPPRESS)
-    parser.add_argument("--model-path", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--load", help=argparse.SUPPRESS)
-    parser.add_argument("--body", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve == "fastapi":
-        serve_fastapi(args.model_path, args.port, args.torch_threads)
-        return
-    if args.serve == "raw":
-        serve_raw(args.port)
-        return
-    if args.load:
-        body = Path(args.body).read_bytes()
-        result = asyncio.run(generate_load(args.load, body, int(args.concurrency), args.duration))
-        sys.stdout.write(orjson.dumps(result.__dict__).decode())
-        return
     levels = [int(c) for c in args.concurrency.split(",")]
     results: Results = {}
     ceiling: dict[str, float] = {}

@@ -119,9 +119,16 @@ async def until_answered(tally: Tally, count: int, timeout: float = 60.0) -> Non
             await asyncio.sleep(0.02)
 
 
-async def until_sent_since(tally: Tally, moment: float, count: int, timeout: float = 180.0) -> None:
-    """Wait until `count` requests sent at `moment` or later have their answers (the first may
-    wait on a replica starting: a bound, not a budget)."""
+async def until_sent_since(
+    tally: Tally, moment: float, count: int, version: str | None = None, timeout: float = 180.0
+) -> None:
+    """Wait until `count` requests sent at `moment` or later have their answers, from
+    `version` if given (the first may wait on a replica starting: a bound, not a budget)."""
+
+    def answered() -> int:
+        sent = tally.sent_since(moment)
+        return len(sent if version is None else [r for r in sent if tally.version_of(r) == version])
+
     async with asyncio.timeout(timeout):
-        while len(tally.sent_since(moment)) < count:
+        while answered() < count:
             await asyncio.sleep(0.02)

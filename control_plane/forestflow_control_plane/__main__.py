@@ -13,7 +13,6 @@ import uvicorn
 from forestflow_control_plane.api.app import create_app
 from forestflow_control_plane.api.auth import load_tokens
 from forestflow_control_plane.composition import Parts
-from forestflow_control_plane.platforms.local.gateway.app import Gateway
 from forestflow_control_plane.rollouts.worker import run_worker
 from forestflow_control_plane.settings import Settings
 from forestflow_control_plane.shadows.mirror import run_mirror
@@ -30,7 +29,7 @@ def main() -> None:
         uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
     elif args.process == "gateway":
         uvicorn.run(
-            Gateway(settings), host=settings.gateway_host, port=settings.gateway_port,
+            Parts(settings).gateway(), host=settings.gateway_host, port=settings.gateway_port,
             log_level="warning", lifespan="on", timeout_graceful_shutdown=30,
         )
     elif args.process == "mirror":

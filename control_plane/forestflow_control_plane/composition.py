@@ -19,6 +19,7 @@ from rq import Queue
 from forestflow_control_plane import names
 from forestflow_control_plane.platforms import knative
 from forestflow_control_plane.platforms.base import Platform
+from forestflow_control_plane.platforms.local.gateway.app import Gateway
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
 from forestflow_control_plane.rollouts.engine import Rollouts
 from forestflow_control_plane.rollouts.gate_metrics import (
@@ -89,6 +90,10 @@ class Parts:
 
     def in_place(self, client: httpx.Client) -> InPlace:
         return InPlace(self.store, self.platform, self.platform.replica_urls, client)
+
+    def gateway(self) -> Gateway:
+        """The local platform's ingress and activator, an ASGI app."""
+        return Gateway(self.settings)
 
     def close(self) -> None:
         if "redis" in self.__dict__:

@@ -13,6 +13,8 @@ max_failures-th time moves the message to the dead-letter stream, with the error
 Redis being away only pauses the consumer (backoff); HTTP never waits on it.
 """
 
+from __future__ import annotations
+
 import asyncio
 import contextlib
 import functools
@@ -134,7 +136,7 @@ class StreamConsumer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _prepare(self, client: "aioredis.Redis") -> None:
+    async def _prepare(self, client: aioredis.Redis) -> None:
         """The group (from the stream's start, so nothing sent before it is missed), and output
         keys that are streams or absent."""
         for key in (self.config.output, self.config.dead_letter):
@@ -147,7 +149,7 @@ class StreamConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _step(self, client: "aioredis.Redis") -> None:
+    async def _step(self, client: aioredis.Redis) -> None:
         """Reclaim stale entries when due, else read new ones: at most as many as there is
         room for, blocking no longer than the next reclaim is due."""
         room = await self._room()
@@ -186,7 +188,7 @@ class StreamConsumer:
                 await asyncio.wait_for(self._freed.wait(), _POLL_S)
         return 0
 
-    async def _claim(self, client: "aioredis.Redis", count: int, now: float) -> list[Entry]:
+    async def _claim(self, client: aioredis.Redis, count: int, now: float) -> list[Entry]:
         """Entries idle past claim_idle_ms, from any consumer of the group: dead ones, and
         messages that failed here or elsewhere. One page per call until the scan wraps."""
         reply: list[Any] = await client.xautoclaim(
@@ -204,12 +206,12 @@ class StreamConsumer:
             await self._observe_backlog(client)
         return [entry for entry in entries if entry[0] not in self._inflight]
 
-    async def _observe_backlog(self, client: "aioredis.Redis") -> None:
+    async def _observe_backlog(self, client: aioredis.Redis) -> None:
         for group in await client.xinfo_groups(self.config.input):
             if group["name"] == self.config.group.encode():
                 self.metrics.stream_backlog(group.get("lag"), int(group["pending"]))
 
-    def _begin(self, client: "aioredis.Redis", entries: list[Entry]) -> None:
+    def _begin(self, client: aioredis.Redis, entries: list[Entry]) -> None:
         now = time.perf_counter()
         loop = asyncio.get_running_loop()
         for entry_id, fields in entries:
@@ -221,11 +223,11 @@ class StreamConsumer:
             self._inflight[entry_id] = task
             task.add_done_callback(functools.partial(self._finished, entry_id))
 
-    def _finished(self, entry_id: bytes, task: "asyncio.Task[None]") -> None:
+    def _finished(self, entry_id: bytes, task: asyncio.Task[None]) -> None:
         del self._inflight[entry_id]
         self._freed.set()
 
-    async def _process(self, client: "aioredis.Redis", message: StreamMessage) -> None:
+    async def _process(self, client: aioredis.Redis, message: StreamMessage) -> None:
         try:
             try:
                 result = await self._infer(message)
@@ -290,7 +292,7 @@ class StreamConsumer:
         return arrays, request_id
 
     async def _answer(
-        self, client: "aioredis.Redis", message: StreamMessage, result: StreamResult
+        self, client: aioredis.Redis, message: StreamMessage, result: StreamResult
     ) -> None:
         fields: dict[FieldT, EncodableT] = {
             "id": result.request_id,
@@ -305,7 +307,7 @@ class StreamConsumer:
         await self._settle(client, self.config.output, fields, message.entry_id)
         self.metrics.stream_message("succeeded")
 
-    async def _failed(self, client: "aioredis.Redis", message: StreamMessage, error: str) -> None:
+    async def _failed(self, client: aioredis.Redis, message: StreamMessage, error: str) -> None:
         """Count the failure; dead-letter the message once it failed max_failures deliveries."""
         self.metrics.stream_message("failed")
         deliveries = await self._deliveries(client, message.entry_id)
@@ -330,7 +332,7 @@ class StreamConsumer:
         self.metrics.stream_message("dead_lettered")
         log.warning("stream message %s dead-lettered: %s", message.entry_id.decode(), error)
 
-    async def _deliveries(self, client: "aioredis.Redis", entry_id: bytes) -> int:
+    async def _deliveries(self, client: aioredis.Redis, entry_id: bytes) -> int:
         """Times the entry was delivered; 0 when it is no longer pending here (another
         consumer reclaimed or answered it), so it is neither retried nor dead-lettered here."""
         pending = await client.xpending_range(
@@ -342,7 +344,7 @@ class StreamConsumer:
 
     async def _settle(
         self,
-        client: "aioredis.Redis",
+        client: aioredis.Redis,
         stream: str,
         fields: dict[FieldT, EncodableT],
         entry_id: bytes,
@@ -353,7 +355,7 @@ class StreamConsumer:
         pipeline.xack(self.config.input, self.config.group, entry_id)
         await pipeline.execute()
 
-    async def _retire(self, client: "aioredis.Redis") -> None:
+    async def _retire(self, client: aioredis.Redis) -> None:
         """Leave the group on a clean stop when nothing is pending here, so restarts (a new
         host-pid each) do not pile up consumers. Only this consumer adds to its own list."""
         try:

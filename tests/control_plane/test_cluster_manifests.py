@@ -1,41 +1,33 @@
 """knative/control-plane.yaml against the code it runs: every field is one Kubernetes knows,
 each Deployment starts a real process of the control-plane image with an environment its
-Settings accept, Services reach their pods' ports, and the ClusterRole allows exactly the
-requests KnativePlatform makes (recorded on the fake API server), nothing more."""
+Settings accept, Services reach their pods' ports, the README's steps hold (the ClusterRole:
+test_cluster_rbac.py)."""
 
 from __future__ import annotations
 
 import functools
-import json
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import yaml
 from kubernetes import client
 from redis import Redis
 
 from forestflow_control_plane.api.app import create_app
 from forestflow_control_plane.api.auth import Role, load_tokens
 from forestflow_control_plane.composition import Parts
-from forestflow_control_plane.platforms.knative import GROUP, KnativePlatform
-from forestflow_control_plane.policies.desired import nothing
 from forestflow_control_plane.rollouts.gate_metrics import PrometheusSource
 from forestflow_control_plane.settings import Settings
 from tests.support import REPO, free_port, serving
 
-from .fake_kube import FakeKube, Recorded
-from .test_knative_platform import IMAGE, REDIS, fraud
+from .manifest_support import NAMESPACE, argv, deployments, documents, named, of_kind, the_container
 
-MANIFEST = REPO / "knative" / "control-plane.yaml"
-DOCKERFILE = REPO / "control_plane" / "Dockerfile"
 README = REPO / "knative" / "README.md"
-NAMESPACE = "forestflow"
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 # The client's model of each kind: generated from Kubernetes' OpenAPI schema.
 MODELS = {
@@ -48,20 +40,6 @@ LEAVES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "bool": bo
 # What a secretKeyRef stands for here; long enough to pass as an API token.
 SECRET = "a-token-the-cluster-holds-0123456789"
 PROCESSES = {"api", "worker", "mirror"}
-
-
-def documents() -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d is not None]
-
-
-def of_kind(kind: str) -> list[dict[str, Any]]:
-    return [d for d in documents() if d["kind"] == kind]
-
-
-def named(kind: str, name: str) -> dict[str, Any]:
-    found = [d for d in of_kind(kind) if d["metadata"]["name"] == name]
-    assert len(found) == 1, f"{kind} {name}: {len(found)} in {MANIFEST.name}"
-    return found[0]
 
 
 def test_every_document_is_a_named_object_in_the_forestflow_namespace() -> None:
@@ -123,36 +101,6 @@ def process_choices() -> frozenset[str]:
     match = re.search(r"\{([\w,]+)\}", helped)
     assert match, helped
     return frozenset(match[1].split(","))
-
-
-def image_default(instruction: str) -> list[str]:
-    """The Dockerfile's ENTRYPOINT or CMD, in exec form."""
-    lines = [
-        line for line in DOCKERFILE.read_text().splitlines() if line.startswith(instruction + " ")
-    ]
-    assert len(lines) == 1, f"{instruction}: {lines}"
-    argv = json.loads(lines[0].removeprefix(instruction + " "))
-    assert isinstance(argv, list)
-    return [str(a) for a in argv]
-
-
-def argv(container: dict[str, Any]) -> list[str]:
-    """What the container runs: `command` replaces the image's ENTRYPOINT and drops its CMD;
-    `args` replaces CMD."""
-    command = container.get("command") or image_default("ENTRYPOINT")
-    default = [] if "command" in container else image_default("CMD")
-    return [*command, *(container.get("args") or default)]
-
-
-def the_container(workload: dict[str, Any]) -> dict[str, Any]:
-    containers = workload["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1, workload["metadata"]["name"]
-    return dict(containers[0])
-
-
-def deployments() -> dict[str, dict[str, Any]]:
-    """Each Deployment by the process it runs."""
-    return {argv(the_container(d))[-1]: d for d in of_kind("Deployment")}
 
 
 def test_each_deployment_runs_a_process_of_the_control_plane() -> None:
@@ -298,119 +246,6 @@ def test_redis_keeps_an_append_only_file_on_its_claimed_volume() -> None:
     claims = {c["metadata"]["name"] for c in redis["spec"]["volumeClaimTemplates"]}
     mounted = {m["mountPath"]: m["name"] for m in the_container(redis)["volumeMounts"]}
     assert mounted[args[args.index("--dir") + 1]] in claims
-
-
-@dataclass(frozen=True)
-class Access:
-    """One authorization an API request needs, as RBAC names it."""
-
-    verb: str
-    group: str
-    resource: str
-    cluster_wide: bool
-
-
-REQUEST_PATH = re.compile(
-    r"/apis/(?P<group>[^/]+)/[^/]+(?:/namespaces/[^/]+(?P<namespaced>))?/(?P<resource>[^/]+)"
-    r"(?:/(?P<name>[^/]+))?"
-)
-
-
-def accesses(requests: list[Recorded]) -> set[Access]:
-    """GET of a collection is list, of a name get; PATCH is patch, and also create when the
-    object did not exist (the API server authorizes an apply that creates as a create:
-    k8s.io/apiserver endpoints/handlers/patch.go); DELETE is delete."""
-    needed: set[Access] = set()
-    existing: set[str] = set()
-    for request in requests:
-        match = REQUEST_PATH.fullmatch(request.path)
-        assert match, request.path
-        if request.method == "GET":
-            verbs = ["get" if match["name"] else "list"]
-        elif request.method == "PATCH":
-            verbs = ["patch"] if request.path in existing else ["patch", "create"]
-            existing.add(request.path)
-        elif request.method == "DELETE":
-            verbs = ["delete"]
-            existing.discard(request.path)
-        else:
-            pytest.fail(f"{request.method} {request.path}: no verb for it here")
-        cluster_wide = match["namespaced"] is None
-        needed |= {Access(v, match["group"], match["resource"], cluster_wide) for v in verbs}
-    return needed
-
-
-@pytest.fixture(scope="module")
-def platform_accesses() -> set[Access]:
-    """Everything KnativePlatform does to a contract: apply, observe, list contracts across
-    namespaces, then delete it all."""
-    kube = FakeKube(namespaces=("fraud",))
-    state = fraud()
-    with kube.serve() as api:
-        platform = KnativePlatform(api, IMAGE, redis_url=REDIS)
-        assert platform.apply(state)
-        assert platform.observe(state.contract)
-        assert platform.contracts() == {state.contract}
-        assert platform.apply(nothing(state.contract))
-    assert kube.names("services", "fraud") == kube.names("routes", "fraud") == []
-    return accesses(kube.requests)
-
-
-def granted() -> set[Access]:
-    """The ClusterRole's rules, each (group, resource, verb) spelled out: no wildcards, no
-    resource names, no non-resource URLs; bound cluster-wide, so every grant is."""
-    role = named("ClusterRole", "forestflow-control-plane")
-    grants = set()
-    for rule in role["rules"]:
-        assert rule.keys() == {"apiGroups", "resources", "verbs"}, rule
-        for field in rule.values():
-            assert "*" not in field, rule
-        grants |= {
-            Access(v, g, r, True)
-            for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
-        }
-    return grants
-
-
-def allowed(access: Access, grants: set[Access]) -> bool:
-    return replace(access, cluster_wide=True) in grants
-
-
-def test_the_scenario_exercises_every_kind_of_request(platform_accesses: set[Access]) -> None:
-    assert {a.verb for a in platform_accesses} == {"get", "list", "create", "patch", "delete"}
-    assert any(a.cluster_wide for a in platform_accesses)
-
-
-def test_the_cluster_role_allows_every_request_of_the_platform(
-    platform_accesses: set[Access],
-) -> None:
-    grants = granted()
-    refused = [a for a in platform_accesses if not allowed(a, grants)]
-    assert refused == []
-
-
-def test_the_cluster_role_grants_nothing_the_platform_does_not_use(
-    platform_accesses: set[Access],
-) -> None:
-    assert {a.group for a in granted()} == {GROUP}
-    assert granted() == {replace(a, cluster_wide=True) for a in platform_accesses}
-
-
-def test_the_role_is_bound_cluster_wide_to_the_processes_that_call_kubernetes() -> None:
-    binding = named("ClusterRoleBinding", "forestflow-control-plane")
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-        "name": "forestflow-control-plane",
-    }
-    account = named("ServiceAccount", "forestflow-control-plane")["metadata"]
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
-    ]
-    for process in ("api", "worker"):  # they apply Knative objects
-        pod = deployments()[process]["spec"]["template"]["spec"]
-        assert pod["serviceAccountName"] == account["name"], process
-    mirror = deployments()["mirror"]["spec"]["template"]["spec"]
-    assert mirror["automountServiceAccountToken"] is False
 
 
 def test_readme_names_files_that_exist() -> None:

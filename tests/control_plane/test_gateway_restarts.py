@@ -1,19 +1,30 @@
 """A replica that dies is replaced: requests in flight on it are sent again, new ones wait for
-the restart, and a runtime that keeps failing is retried under a growing backoff."""
+the restart, and a runtime that keeps failing is retried under a growing backoff, requests
+meanwhile refused at once. The gateway process keeps its own time, so the backoff's growth is
+shown on its pools with a clock the test moves."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
+import re
 import signal
-import time
+from collections.abc import Callable
 
 import httpx
+import pytest
 
+from forestflow_control_plane.platforms.local.backoff import restart_delay
+from forestflow_control_plane.platforms.local.gateway.metrics import GatewayMetrics
+from forestflow_control_plane.platforms.local.gateway.pools import Pools, RestartingError
+from forestflow_control_plane.platforms.local.supervisor import HydrationError, Replica, RuntimeSpec
 from tests.support import eventually
 
 from . import test_gateway as harness
 from .test_gateway import INPUT, A, Harness, served
 from .test_gateway_scaling import under_load
+from .test_pools import KEY, service
 
 # The harness's fixtures, by name: one gateway process for this module too.
 gateway, gw, mlp = harness.gateway, harness.gw, harness.mlp
@@ -37,26 +48,89 @@ def test_a_killed_replica_is_restarted_and_no_request_fails(gw: Harness) -> None
     assert first not in gw.runtime_pids("crash_")
 
 
-def test_a_runtime_that_keeps_failing_is_retried_under_a_growing_backoff(gw: Harness) -> None:
+def test_a_runtime_that_keeps_failing_is_retried_and_refused_at_once_meanwhile(
+    gw: Harness,
+) -> None:
     gw.deploy("broken/scoring", {"v1": 100}, uri="nope.safetensors",
               annotations={A + "min-scale": "1"})
-    labels = {"contract": "broken/scoring", "version": "v1"}
-    failed_at: list[float] = []
+    url, labels = gw.predict_url("broken/scoring"), {"contract": "broken/scoring", "version": "v1"}
 
     def failures() -> float:
-        """Failed starts so far, each timed when first seen."""
-        count = gw.metric("forestflow_gateway_hydrations_total", outcome="failure", **labels)
-        while len(failed_at) < count:
-            failed_at.append(time.monotonic())
-        return count
+        return gw.metric("forestflow_gateway_hydrations_total", outcome="failure", **labels)
 
-    # Restarts follow the 1st failure at once, then 0.5 s and 1 s after the 2nd and 3rd.
     eventually(lambda: failures() >= 3, 60, "three failed starts")
-    refused = httpx.post(gw.predict_url("broken/scoring"), json=INPUT)
-    assert refused.status_code == 503, refused.text
-    assert refused.headers["retry-after"] == "1"
-    assert "keeps failing (3 in a row)" in refused.json()["error"]
-    eventually(lambda: failures() >= 4, 60, "a fourth failed start")
-    assert failed_at[2] - failed_at[1] >= 0.45  # the 0.5 s backoff, polled every 50 ms
-    assert failed_at[3] - failed_at[2] >= 0.95
+    # A request that lands while a start runs shares its failure; one that lands while the
+    # backoff holds (a window that only grows) is refused at once.
+    refusals: list[httpx.Response] = []
+
+    def refused() -> bool:
+        reply = httpx.post(url, json=INPUT, timeout=60)
+        if reply.status_code == 503 and "keeps failing" in reply.text:
+            refusals.append(reply)
+        return bool(refusals)
+
+    eventually(refused, 60, "a request refused while the backoff holds")
+    (refusal,) = refusals
+    found = re.search(r"\((\d+) in a row\); next start in ([\d.]+) s", refusal.json()["error"])
+    assert found is not None, refusal.text
+    in_a_row, wait = int(found[1]), float(found[2])
+    assert in_a_row >= 3 and wait <= restart_delay(in_a_row)
+    assert 1 <= int(refusal.headers["retry-after"]) <= max(1, math.ceil(restart_delay(in_a_row)))
+    eventually(lambda: failures() > in_a_row, 60, "the start after the backoff")
     assert gw.metric("forestflow_gateway_restarts_total", **labels) >= 3
+
+
+class SteppedClock:
+    """Monotonic seconds that move only when the test sets `now`."""
+
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FailingSupervisor:
+    """A supervisor whose every start fails; it notes the clock at each."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.starts: list[float] = []
+
+    async def start(self, spec: RuntimeSpec, timeout: float) -> Replica:
+        self.starts.append(self.clock())
+        raise HydrationError("bad weights")
+
+    async def stop(self, replica: Replica, grace: float = 0.0) -> None:
+        raise AssertionError("no replica ever started")
+
+
+async def test_each_restart_of_a_runtime_that_keeps_failing_waits_longer() -> None:
+    clock = SteppedClock()
+    supervisor = FailingSupervisor(clock)
+    metrics = GatewayMetrics(lambda: [])
+    pools = Pools(supervisor, metrics, hydrate_timeout=5, clock=clock)  # type: ignore[arg-type]
+    pools.sync({KEY: service(min_scale=1)})
+    pool = pools.get(KEY)
+    assert pool is not None
+
+    async def settled() -> None:
+        """Until the start the last sync or tick began has failed."""
+        async with asyncio.timeout(5):
+            while pool.starting is not None:
+                await asyncio.sleep(0)
+
+    await settled()
+    refusal: RestartingError | None = None
+    for tenths in range(41):
+        clock.now = tenths / 10
+        if tenths == 20:  # four failures: the next start is due at 3.5 s
+            with pytest.raises(RestartingError) as refused:
+                await pools.wait(pool)
+            refusal = refused.value
+        pools.tick()
+        await settled()
+    await pools.close()
+    # At once after the first failure, then 0.5 s, 1 s and 2 s after the next ones.
+    assert supervisor.starts == [0.0, 0.0, 0.5, 1.5, 3.5]
+    assert refusal is not None and refusal.retry_after == 1.5
+    assert "keeps failing (4 in a row)" in str(refusal)

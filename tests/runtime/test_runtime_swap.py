@@ -1,12 +1,15 @@
 """Hot swap in place: under load with no failed request, old batches finish on the old model,
-failed swaps leave the old model serving, and http(s) URIs are downloaded."""
+failed swaps leave the old model serving, and http(s) URIs are downloaded. Where the order of
+a model call and a swap decides the outcome, Gates hold the calls until the test lets them go.
+"""
+
+from __future__ import annotations
 
 import asyncio
 import functools
 import http.server
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -15,11 +18,12 @@ import pytest
 import torch
 
 from tests.runtime.runtime_harness import (
+    Gate,
     affine_reference,
     running_server,
     save_affine,
+    save_gated,
     state_dict_config,
-    until_inflight,
 )
 
 X = [[1.0, -2.0, 0.5, 3.0]]
@@ -39,7 +43,7 @@ async def predict(client: httpx.AsyncClient) -> np.ndarray:
 async def test_swap_under_load_fails_nothing_and_flips(code_dir: Path, tmp_path: Path) -> None:
     old = save_affine(tmp_path / "old.safetensors", seed=1, delay_s=0.01)
     new = save_affine(tmp_path / "new.safetensors", seed=2, delay_s=0.01)
-    swapped = asyncio.Event()
+    swapped, warmed = asyncio.Event(), asyncio.Event()
     seen: list[np.ndarray] = []
 
     async def client_loop(client: httpx.AsyncClient) -> None:
@@ -47,12 +51,14 @@ async def test_swap_under_load_fails_nothing_and_flips(code_dir: Path, tmp_path:
         while after_swap < 5:
             seen.append(await predict(client))
             after_swap += swapped.is_set()
+            if len(seen) >= 20:
+                warmed.set()
 
     with running_server(state_dict_config(code_dir, old, slow=True)) as server:
         async with httpx.AsyncClient(base_url=server.url) as client:
             clients = [asyncio.create_task(client_loop(client)) for _ in range(8)]
-            while len(seen) < 20:
-                await asyncio.sleep(0.005)
+            async with asyncio.timeout(30):
+                await warmed.wait()
             reply = await client.post(LOAD, json={"parameters": {"uri": str(new)}})
             swapped.set()
             assert reply.status_code == 200, reply.text
@@ -66,17 +72,24 @@ async def test_swap_under_load_fails_nothing_and_flips(code_dir: Path, tmp_path:
     assert 'forestflow_swaps_total{contract="tests/affine",model="affine",result="ok"' in metrics
 
 
-async def test_running_batch_finishes_on_the_old_model(code_dir: Path, tmp_path: Path) -> None:
-    old = save_affine(tmp_path / "old.safetensors", seed=1, delay_s=0.4)
-    new = save_affine(tmp_path / "new.safetensors", seed=2, delay_s=0.0)
-    with running_server(state_dict_config(code_dir, old, slow=True)) as server:
+async def test_running_batch_finishes_on_the_old_model(
+    code_dir: Path, tmp_path: Path, gates: Callable[[], Gate]
+) -> None:
+    old_gate, new_gate = gates(), gates()
+    old = save_gated(tmp_path / "old.safetensors", seed=1, gate=old_gate)
+    new = save_gated(tmp_path / "new.safetensors", seed=2, gate=new_gate)
+    old_gate.let_through()  # its warm-up
+    new_gate.open()
+    with running_server(state_dict_config(code_dir, old, gated=True)) as server:
         async with httpx.AsyncClient(base_url=server.url) as client:
             running = asyncio.create_task(predict(client))
-            await until_inflight(client, 1)  # it reached the model; the swap takes far less
+            await old_gate.arrival(2)  # it reached the old model, which holds it
             reply = await client.post(LOAD, json={"parameters": {"uri": str(new)}})
             assert reply.status_code == 200, reply.text
             assert not running.done()
+            old_gate.open()
             np.testing.assert_allclose(await running, reference(1), rtol=1e-5)
+            np.testing.assert_allclose(await predict(client), reference(2), rtol=1e-5)
 
 
 FAILED_SWAPS = [
@@ -136,18 +149,36 @@ async def test_swap_downloads_http_uri(code_dir: Path, tmp_path: Path, file_serv
             assert missing.status_code == 500 and "404" in missing.json()["error"]
 
 
-async def test_concurrent_swaps_are_serialised(code_dir: Path, tmp_path: Path) -> None:
-    old = save_affine(tmp_path / "old.safetensors", seed=1, delay_s=0.0)
-    a = save_affine(tmp_path / "a.safetensors", seed=2, delay_s=0.2)
-    b = save_affine(tmp_path / "b.safetensors", seed=3, delay_s=0.2)
-    with running_server(state_dict_config(code_dir, old, slow=True)) as server:
+async def until_arrived(gates: list[Gate], timeout_s: float = 20.0) -> None:
+    """Until a call has reached one of `gates`."""
+    async with asyncio.timeout(timeout_s):
+        while not any(gate.arrived for gate in gates):
+            await asyncio.sleep(0.005)
+
+
+async def test_concurrent_swaps_are_serialised(
+    code_dir: Path, tmp_path: Path, gates: Callable[[], Gate]
+) -> None:
+    old_gate = gates()
+    old_gate.open()
+    old = save_gated(tmp_path / "old.safetensors", seed=1, gate=old_gate)
+    swaps = {seed: gates() for seed in (2, 3)}  # each swap's warm-up waits at its own gate
+    uris = [save_gated(tmp_path / f"{seed}.safetensors", seed, swaps[seed]) for seed in swaps]
+    with running_server(state_dict_config(code_dir, old, gated=True)) as server:
         async with httpx.AsyncClient(base_url=server.url) as client:
-            began = time.perf_counter()
-            replies = await asyncio.gather(
-                *(client.post(LOAD, json={"parameters": {"uri": str(w)}}) for w in (a, b))
-            )
-            assert [r.status_code for r in replies] == [200, 200]
-            # Each swap's warm-up sleeps 0.2 s on its own thread: overlapped, both end by ~0.2 s.
-            assert time.perf_counter() - began >= 0.4
-            final = await predict(client)
-    assert any(np.allclose(final, reference(seed), rtol=1e-5) for seed in (2, 3))
+            replies = [
+                asyncio.create_task(client.post(LOAD, json={"parameters": {"uri": str(uri)}}))
+                for uri in uris
+            ]
+            await until_arrived(list(swaps.values()))
+            first, second = sorted(swaps, key=lambda seed: -swaps[seed].arrived)
+            # While the first swap warms up, the second waits for it: it has not begun its own.
+            assert swaps[second].arrived == 0
+            swaps[first].open()
+            await swaps[second].arrival(1)
+            # The first swap finished before the second began: its model serves meanwhile.
+            np.testing.assert_allclose(await predict(client), reference(first), rtol=1e-5)
+            swaps[second].open()
+            assert [(await reply).status_code for reply in replies] == [200, 200]
+            np.testing.assert_allclose(await predict(client), reference(second), rtol=1e-5)
+
