@@ -20,13 +20,13 @@ from redis import Redis
 from redis.typing import EncodableT, FieldT
 
 from forestflow_control_plane import names
+from forestflow_control_plane.names import PAYLOAD_STREAM
 from forestflow_control_plane.platforms.knative import KnativePlatform
 from forestflow_control_plane.rollouts.deploys import register
 from forestflow_control_plane.shadows.exporter import MirrorMetrics
 from forestflow_control_plane.shadows.mirror import Mirror, MirrorConfig
-from forestflow_control_plane.shadows.payload_log import PAYLOAD_STREAM
 from forestflow_control_plane.shadows.plan import Plans
-from forestflow_control_plane.shadows.results import report, results_key
+from forestflow_control_plane.shadows.results import report
 from forestflow_control_plane.shadows.targets import Target
 from forestflow_control_plane.state.store import Store
 
@@ -155,4 +155,4 @@ async def mirrored_under_load(
 
 
 def report_requests(redis: Redis, contract: str) -> int:
-    return int(redis.hget(results_key(contract, "v4"), "requests") or 0)
+    return int(redis.hget(names.shadow_results_key(contract, "v4"), "requests") or 0)
