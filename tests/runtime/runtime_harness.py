@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import importlib
 import itertools
-import math
 import os
 import re
 import socket
@@ -34,6 +33,7 @@ from forestflow_runtime.config import (
     TensorSpec,
 )
 from forestflow_runtime.server import build_server
+from tests.runtime.turnstile import Turnstile
 
 REPO = Path(__file__).resolve().parents[2]
 INPUT_4 = (TensorSpec("x", "FP32", (-1, 4)),)
@@ -121,50 +121,17 @@ def nets_module(code_dir: Path) -> ModuleType:
     return importlib.import_module("ffnets")
 
 
-class Gate:
-    """Holds each call of an ffnets.Gated model until the test lets it through, and counts the
-    calls that arrived: the test, not a sleep, decides when the model is busy and when a call
-    ends. Calls run on the runtime's threads; the test waits on them from its own."""
+class Gate(Turnstile):
+    """Holds each call of an ffnets.Gated model until the test lets it through; ffnets finds
+    it by its number."""
 
     def __init__(self, code_dir: Path) -> None:
         self.number = next(_gate_numbers)
+        super().__init__(f"gate {self.number}", GATE_HOLD_S)
         nets_module(code_dir).GATES[self.number] = self
-        self._state = threading.Condition()
-        self._arrived = 0
-        self._allowed = 0.0
 
     def __call__(self) -> None:
-        with self._state:
-            self._arrived += 1
-            call = self._arrived
-            self._state.notify_all()
-            if not self._state.wait_for(lambda: self._allowed >= call, GATE_HOLD_S):
-                raise TimeoutError(f"gate {self.number}: the test never let call {call} through")
-
-    @property
-    def arrived(self) -> int:
-        with self._state:
-            return self._arrived
-
-    def let_through(self, calls: int = 1) -> None:
-        with self._state:
-            self._allowed += calls
-            self._state.notify_all()
-
-    def open(self) -> None:
-        """Every call from now on goes straight through."""
-        with self._state:
-            self._allowed = math.inf
-            self._state.notify_all()
-
-    def wait_arrived(self, calls: int, timeout_s: float = 20.0) -> None:
-        """Until `calls` calls in all have reached the gate."""
-        with self._state:
-            if not self._state.wait_for(lambda: self._arrived >= calls, timeout_s):
-                raise TimeoutError(f"gate {self.number}: {self._arrived} of {calls} calls came")
-
-    async def arrival(self, calls: int) -> None:
-        await asyncio.to_thread(self.wait_arrived, calls)
+        self.pass_through()
 
 
 def save_gated(path: Path, seed: int, gate: Gate) -> Path:

@@ -5,7 +5,6 @@ when the test moves it."""
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,6 +17,7 @@ from forestflow_runtime.batching import Batcher, Model
 from forestflow_runtime.config import BatchingConfig
 from forestflow_runtime.errors import DeadlineExceeded, ModelFailed, QueueFull
 from tests.runtime.fake_clock import FakeClock
+from tests.runtime.turnstile import Turnstile
 
 # How long a wait that should end at once may take before the test fails rather than hangs.
 GUARD_S = 10.0
@@ -34,43 +34,18 @@ class Recorder:
         self.batches.append(rows)
 
 
-class GatedModel:
+class GatedModel(Turnstile):
     """Doubles its input, but each call waits until the test lets it through: the test decides
     when the model is busy and when each batch ends."""
 
     def __init__(self) -> None:
+        super().__init__("the model", GUARD_S)
         self.seen: list[np.ndarray] = []
-        self._state = threading.Condition()
-        self._allowed = 0.0
 
     def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        with self._state:
-            self.seen.append(inputs[0].copy())
-            call = len(self.seen)
-            self._state.notify_all()
-            if not self._state.wait_for(lambda: self._allowed >= call, GUARD_S):
-                raise TimeoutError("the test never let this call through")
+        self.seen.append(inputs[0].copy())
+        self.pass_through()
         return [inputs[0] * 2]
-
-    def let_through(self, calls: int = 1) -> None:
-        with self._state:
-            self._allowed += calls
-            self._state.notify_all()
-
-    def open(self) -> None:
-        """Every call from now on goes straight through."""
-        with self._state:
-            self._allowed = math.inf
-            self._state.notify_all()
-
-    async def entered(self, calls: int) -> None:
-        """Until `calls` calls in all have reached the model."""
-
-        def wait() -> bool:
-            with self._state:
-                return self._state.wait_for(lambda: len(self.seen) >= calls, GUARD_S)
-
-        assert await asyncio.to_thread(wait), f"the model never saw call {calls}"
 
 
 def rows(*values: float, width: int = 4) -> tuple[np.ndarray, ...]:
@@ -122,7 +97,7 @@ async def test_requests_batch_while_model_is_busy_and_results_split_back() -> No
     model = GatedModel()
     batcher, recorder = await started(BatchingConfig(max_batch_size=32), model)
     first = asyncio.create_task(batcher.infer(rows(0.0), 5))
-    await model.entered(1)
+    await model.arrival(1)
     rest = [asyncio.create_task(batcher.infer(rows(float(i), float(i)), 5)) for i in range(1, 11)]
     await wait_for(lambda: batcher.depth == 10)
     model.open()
@@ -137,7 +112,7 @@ async def test_max_batch_size_caps_rows() -> None:
     model = GatedModel()
     batcher, recorder = await started(BatchingConfig(max_batch_size=4, window_ms=0), model)
     first = asyncio.create_task(batcher.infer(rows(0.0), 5))
-    await model.entered(1)
+    await model.arrival(1)
     rest = [asyncio.create_task(batcher.infer(rows(float(i)), 5)) for i in range(10)]
     await wait_for(lambda: batcher.depth == 10)
     model.open()
@@ -150,7 +125,7 @@ async def test_different_instance_shapes_are_never_mixed() -> None:
     model = GatedModel()
     batcher, recorder = await started(BatchingConfig(), model)
     first = asyncio.create_task(batcher.infer(rows(0.0), 5))
-    await model.entered(1)
+    await model.arrival(1)
     narrow = [asyncio.create_task(batcher.infer(rows(1.0), 5)) for _ in range(3)]
     wide = [asyncio.create_task(batcher.infer(rows(1.0, width=5), 5)) for _ in range(2)]
     await wait_for(lambda: batcher.depth == 5)
@@ -173,7 +148,7 @@ async def test_cancelled_request_never_reaches_the_model() -> None:
     model = GatedModel()
     batcher, recorder = await started(BatchingConfig(), model)
     first = asyncio.create_task(batcher.infer(rows(0.0), 5))
-    await model.entered(1)
+    await model.arrival(1)
     keep = asyncio.create_task(batcher.infer(rows(1.0), 5))
     dropped = asyncio.create_task(batcher.infer(rows(99.0), 5))
     await wait_for(lambda: batcher.depth == 2)
@@ -189,7 +164,7 @@ async def test_full_queue_refuses_at_once() -> None:
     model = GatedModel()
     batcher, _ = await started(BatchingConfig(max_queue=2), model)
     running = asyncio.create_task(batcher.infer(rows(0.0), 5))
-    await model.entered(1)
+    await model.arrival(1)
     queued = [asyncio.create_task(batcher.infer(rows(1.0), 5)) for _ in range(2)]
     await wait_for(lambda: batcher.depth == 2)
     with pytest.raises(QueueFull):
@@ -203,7 +178,7 @@ async def test_deadline_answers_while_the_model_is_still_busy() -> None:
     clock, model = FakeClock(), GatedModel()
     batcher, _ = await started(BatchingConfig(), model, clock)
     request = asyncio.create_task(batcher.infer(rows(1.0), timeout_s=0.05))
-    await model.entered(1)
+    await model.arrival(1)
     clock.advance(0.05)
     with pytest.raises(DeadlineExceeded):
         await answered(request)
@@ -218,7 +193,7 @@ async def _under_load(clock: FakeClock, window_ms: float) -> tuple[Batcher, Reco
     model = GatedModel()
     batcher, recorder = await started(BatchingConfig(window_ms=window_ms), model, clock)
     first = asyncio.create_task(batcher.infer(rows(0.0), 5))
-    await model.entered(1)
+    await model.arrival(1)
     crowd = [asyncio.create_task(batcher.infer(rows(1.0), 5)) for _ in range(3)]
     await wait_for(lambda: batcher.depth == 3)
     model.open()
@@ -258,12 +233,12 @@ async def test_after_a_shared_batch_the_next_waits_for_the_clients_it_answered()
     clock, model = FakeClock(), GatedModel()
     batcher, recorder = await started(BatchingConfig(window_ms=100), model, clock)
     lone = asyncio.create_task(batcher.infer(rows(0.0), 5))
-    await model.entered(1)
+    await model.arrival(1)
     cohort = [asyncio.create_task(batcher.infer(rows(1.0), 5)) for _ in range(3)]
     await wait_for(lambda: batcher.depth == 3)
     model.let_through()
     await answered(lone)
-    await model.entered(2)  # the cohort's batch is running; one more client queues
+    await model.arrival(2)  # the cohort's batch is running; one more client queues
     early = asyncio.create_task(batcher.infer(rows(2.0), 5))
     await wait_for(lambda: batcher.depth == 1)
     clock.advance(0.2)  # the cohort's batch takes twice the window
