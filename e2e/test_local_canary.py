@@ -25,11 +25,13 @@ def gated_canary(model_yaml: Path, version: str, seed: int) -> Path:
     spec["variant"]["version"] = version
     spec["rollout"] = {
         "phase_in": {"policy": "canary", "steps": [50, 100], "hold_seconds": 3},
-        # A good candidate on a busy 2-core machine: the margin absorbs scheduling noise,
-        # the SLO still bounds it.
-        "gate": {"min_requests": 20, "recheck_seconds": 1, "margin": 1.0},
+        # The gate runs at every step, on the runtimes' real metrics, but no latency limit
+        # that a loaded machine could cross decides it: the SLO bounds errors only, and the
+        # margin is the schema's widest (101 times the incumbent's p95, measured beside it).
+        # Failing on latency is scenario (b)'s, with a candidate slower by construction.
+        "gate": {"min_requests": 20, "recheck_seconds": 1, "margin": 100},
     }
-    spec["slo"] = {"p95_latency_ms": 500, "error_rate": 0.01}
+    spec["slo"] = {"error_rate": 0.01}
     spec["expiry"] = {"on_replacement": True}
     target = model_yaml.with_name(f"{version}.yaml")
     target.write_text(yaml.safe_dump(spec))

@@ -8,26 +8,30 @@ that gave up on a request stuck in a long queue is still dropped before the mode
 
 import asyncio
 
+from forestflow_runtime.clock import Schedule, Timer, loop_timer
 from forestflow_runtime.types import Message, Receive
 
 WATCH_AFTER_S = 0.25
 
 
 class DisconnectWatch:
-    """Cancels `task` when receive() reports http.disconnect; close() before answering."""
+    """Cancels `task` when receive() reports http.disconnect; close() before answering.
+    `schedule` sets the timer (the event loop's; a test passes its own clock's)."""
 
     __slots__ = ("_closed", "_receive", "_task", "_timer", "_watcher", "gone")
 
     def __init__(
-        self, task: "asyncio.Task[object]", receive: Receive, after_s: float = WATCH_AFTER_S
+        self,
+        task: "asyncio.Task[object]",
+        receive: Receive,
+        after_s: float = WATCH_AFTER_S,
+        schedule: Schedule = loop_timer,
     ) -> None:
         self._task = task
         self._receive = receive
         self._closed = False
         self._watcher: asyncio.Future[Message] | None = None
-        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
-            after_s, self._start
-        )
+        self._timer: Timer | None = schedule(after_s, self._start)
         self.gone = False
 
     def _start(self) -> None:

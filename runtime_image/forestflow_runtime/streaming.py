@@ -87,6 +87,11 @@ class StreamConsumer:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ff-stream")
 
+    @property
+    def stopping(self) -> bool:
+        """True once close() has begun: from then on the consumer reads nothing new."""
+        return self._stopping.is_set()
+
     async def close(self) -> None:
         """No new reads; in-flight messages finish and are answered; the rest stay pending."""
         self._stopping.set()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,12 +15,36 @@ from forestflow_control_plane.state.records import ContractSnapshot, VariantStat
 from forestflow_control_plane.state.store import ConflictError, NotFoundError, Store
 
 REPO = Path(__file__).resolve().parents[2]
+# How long a writer may wait for the other to reach the same point, or to finish, before the
+# test fails rather than hangs: a bound for a loaded machine, never what the test asserts.
+GUARD_S = 60.0
 
 
 def model_file(version: str = "v1") -> ModelFile:
     data = yaml.safe_load((REPO / "examples" / "mlp" / "model.yaml").read_text())
     data["variant"]["version"] = version
     return validate_model_file(data)
+
+
+def together(*writers: Callable[[], None]) -> None:
+    """Run each writer on its own thread and wait for all of them; an exception in any (a
+    barrier broken by the guard included) fails the test with it."""
+    errors: list[Exception] = []
+
+    def run(writer: Callable[[], None]) -> None:
+        try:
+            writer()
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in writers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(GUARD_S)
+    assert not any(thread.is_alive() for thread in threads), "a writer never finished"
+    if errors:
+        raise errors[0]
 
 
 def test_register_creates_contract_and_variant(redis: Redis) -> None:
@@ -85,29 +110,28 @@ def test_stale_generation_gets_conflict(redis: Redis) -> None:
 def test_of_two_concurrent_writers_one_wins(redis_url: str, redis: Redis) -> None:
     store = Store(redis)
     register(store, model_file("v1"), who="alice")
-    inside = threading.Barrier(2)
+    both_read = threading.Barrier(2, timeout=GUARD_S)
     outcomes: list[str] = []
 
-    def writer(name: str) -> None:
+    def writer(name: str) -> Callable[[], None]:
         own = Store(Redis.from_url(redis_url))
 
         def change(before: ContractSnapshot | None) -> ContractSnapshot:
             assert before is not None
-            inside.wait(timeout=5)  # both have read the same generation
+            both_read.wait()  # both have read the same generation
             variant = replace(before.variants["v1"], reason=name)
             return before.with_variant(variant)
 
-        try:
-            own.update("examples/mlp", change, who=name, what="write")
-            outcomes.append("won")
-        except ConflictError:
-            outcomes.append("conflict")
+        def write() -> None:
+            try:
+                own.update("examples/mlp", change, who=name, what="write")
+                outcomes.append("won")
+            except ConflictError:
+                outcomes.append("conflict")
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in ("a", "b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+        return write
+
+    together(writer("a"), writer("b"))
     assert sorted(outcomes) == ["conflict", "won"]
     assert store.get("examples/mlp").variants["v1"].generation == 2
 
@@ -188,12 +212,12 @@ def test_a_write_between_read_and_delete_is_a_conflict_then_a_retry_wins(
 def test_of_a_concurrent_delete_and_update_one_wins(redis_url: str, redis: Redis) -> None:
     store = Store(redis)
     register(store, model_file("v1"), who="alice")
-    inside = threading.Barrier(2)
+    both_read = threading.Barrier(2, timeout=GUARD_S)
     outcomes: dict[str, str] = {}
 
     def deleter() -> None:
         def check(snapshot: ContractSnapshot) -> None:
-            inside.wait(timeout=5)  # both have read the same generation
+            both_read.wait()  # both have read the same generation
 
         try:
             Store(Redis.from_url(redis_url)).delete("examples/mlp", who="d", check=check)
@@ -204,7 +228,7 @@ def test_of_a_concurrent_delete_and_update_one_wins(redis_url: str, redis: Redis
     def updater() -> None:
         def change(before: ContractSnapshot | None) -> ContractSnapshot:
             assert before is not None
-            inside.wait(timeout=5)  # both have read the same generation
+            both_read.wait()  # both have read the same generation
             return before.with_variant(replace(before.variants["v1"], reason="u"))
 
         try:
@@ -213,11 +237,7 @@ def test_of_a_concurrent_delete_and_update_one_wins(redis_url: str, redis: Redis
         except ConflictError:
             outcomes["update"] = "conflict"
 
-    threads = [threading.Thread(target=deleter), threading.Thread(target=updater)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    together(deleter, updater)
     assert sorted(outcomes.values()) == ["conflict", "won"]
     if outcomes["delete"] == "won":
         assert store.contracts() == []

@@ -38,6 +38,7 @@ from tests.runtime.turnstile import Turnstile
 REPO = Path(__file__).resolve().parents[2]
 INPUT_4 = (TensorSpec("x", "FP32", (-1, 4)),)
 NETS_MODULE = '''
+import threading
 import time
 
 import torch
@@ -75,6 +76,21 @@ class Slow(Affine):
         return self.linear(x)
 
 
+class Stuck(Affine):
+    """Affine that answers its first call (the warm-up), then holds every later call until
+    its process ends: for a runtime process a test kills with messages read, none answered."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls > 1:
+            threading.Event().wait()
+        return self.linear(x)
+
+
 class Gated(Affine):
     """Affine whose every call, warm-up included, first passes GATES[gate] (a buffer)."""
 
@@ -88,6 +104,9 @@ class Gated(Affine):
 '''
 # How long a Gated call waits for the test before it fails: a test that forgot it never hangs.
 GATE_HOLD_S = 60.0
+# How long a wait for something that does happen (a server up, a request queued) may take
+# before the test fails rather than hangs: a bound for a loaded machine, never the assertion.
+GUARD_S = 60.0
 _gate_numbers = itertools.count(1)
 
 
@@ -169,7 +188,7 @@ def state_dict_config(
     )
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0, what: str = "") -> None:
+def wait_until(predicate: Callable[[], bool], timeout_s: float = GUARD_S, what: str = "") -> None:
     """Poll a readiness condition (10 ms apart) rather than sleeping a fixed time."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -182,6 +201,8 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0, what: str
 class RunningServer:
     app: RuntimeApp
     url: str
+    stop: Callable[[], None]
+    """Begin uvicorn's graceful shutdown without waiting for it (leaving the block waits)."""
 
     def ready(self) -> bool:
         return httpx.get(f"{self.url}/v2/health/ready").status_code == 200
@@ -193,18 +214,22 @@ def running_server(config: RuntimeConfig, wait_ready: bool = True) -> Iterator[R
     app = RuntimeApp(config)
     server = build_server(config, app)
     thread = threading.Thread(target=server.run, name="runtime-under-test", daemon=True)
+
+    def stop() -> None:
+        server.should_exit = True
+
     thread.start()
     try:
         wait_until(lambda: server.started or not thread.is_alive(), what="uvicorn start")
         assert server.started, "uvicorn failed to start"
         port = server.servers[0].sockets[0].getsockname()[1]
-        running = RunningServer(app, f"http://127.0.0.1:{port}")
+        running = RunningServer(app, f"http://127.0.0.1:{port}", stop)
         if wait_ready:
             wait_until(running.ready, what="model ready")
         yield running
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        stop()
+        thread.join(timeout=GUARD_S)
 
 
 def free_port() -> int:
@@ -236,7 +261,7 @@ def metric(text: str, name: str) -> float:
 
 async def until_inflight(client: httpx.AsyncClient, count: int) -> None:
     """Wait until the server has admitted `count` inference requests (queued or running)."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + GUARD_S
     while metric((await client.get("/metrics")).text, "forestflow_inflight_requests") < count:
         assert time.monotonic() < deadline, f"never saw {count} requests in flight"
         await asyncio.sleep(0.005)

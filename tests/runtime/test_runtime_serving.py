@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from tests.runtime.runtime_harness import (
+    GUARD_S,
     Gate,
     affine_reference,
     metric,
@@ -78,7 +79,7 @@ async def test_concurrent_requests_are_batched(code_dir: Path, tmp_path: Path, g
     weights = save_gated(tmp_path / "w.safetensors", seed=1, gate=gate)
     gate.let_through()  # the warm-up
     with running_server(state_dict_config(code_dir, weights, gated=True)) as server:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=GUARD_S) as client:
             xs = [[[float(i), 1.0, 2.0, 3.0]] for i in range(24)]
             posts = [
                 asyncio.create_task(client.post("/v1/models/affine:predict", json={"instances": x}))
@@ -104,7 +105,7 @@ async def test_full_queue_answers_503_with_retry_after(
     gate.let_through()  # the warm-up
     config = state_dict_config(code_dir, weights, gated=True, max_queue=1, max_batch_size=1)
     with running_server(config) as server:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=GUARD_S) as client:
 
             def predict() -> asyncio.Task[httpx.Response]:
                 return asyncio.create_task(client.post("/v1/affine/predict", json={"input": ROW}))
@@ -129,7 +130,7 @@ async def test_deadline_answers_504_while_the_model_is_busy(
     weights = save_gated(tmp_path / "w.safetensors", seed=1, gate=gate)
     gate.let_through()  # the warm-up
     with running_server(state_dict_config(code_dir, weights, gated=True)) as server:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=GUARD_S) as client:
             busy = asyncio.create_task(client.post("/v1/affine/predict", json={"input": ROW}))
             await gate.arrival(2)  # the model holds it until the gate opens
             reply = await client.post(
@@ -165,16 +166,16 @@ async def test_disconnected_client_is_dropped_before_the_model(
     weights = save_gated(tmp_path / "w.safetensors", seed=1, gate=gate)
     gate.let_through()  # the warm-up
     with running_server(state_dict_config(code_dir, weights, gated=True)) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=GUARD_S) as client:
             busy = asyncio.create_task(client.post("/v1/affine/predict", json={"input": ROW}))
             await gate.arrival(2)
-            async with httpx.AsyncClient(base_url=server.url) as impatient:
+            async with httpx.AsyncClient(base_url=server.url, timeout=GUARD_S) as impatient:
                 abandoned = asyncio.create_task(
                     impatient.post("/v1/affine/predict", json={"input": ROW})
                 )
                 await until_inflight(client, 2)  # queued behind the busy one
                 abandoned.cancel()
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + GUARD_S
             while 'code="499"' not in (await client.get("/metrics")).text:
                 assert time.monotonic() < deadline, "the server never saw the disconnect"
                 await asyncio.sleep(0.005)

@@ -25,12 +25,15 @@ from forestflow_control_plane.platforms.local.redis_server import (
 )
 from forestflow_runtime.config import ConfigError, RuntimeConfig, StreamConfig, load_config
 from tests.runtime.runtime_harness import (
+    GUARD_S,
+    Gate,
     affine_reference,
     free_port,
     metric,
     running_server,
     runtime_process,
     save_affine,
+    save_gated,
     state_dict_config,
     wait_until,
 )
@@ -101,8 +104,11 @@ def weights(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def slow_weights(tmp_path: Path) -> Path:
-    return save_affine(tmp_path / "slow.safetensors", seed=1, delay_s=0.4)
+def gated_weights(tmp_path: Path, gate: Gate) -> Path:
+    """ffnets.Gated's weights (seed 1, as `weights`), its warm-up let through: each later
+    call waits at `gate` until the test lets it on."""
+    gate.let_through()
+    return save_gated(tmp_path / "gated.safetensors", seed=1, gate=gate)
 
 
 def test_messages_in_results_out(
@@ -129,32 +135,31 @@ def test_messages_in_results_out(
 
 
 def test_stream_messages_and_http_requests_share_batches(
-    code_dir: Path, slow_weights: Path, redis: Redis, redis_url: str
+    code_dir: Path, gated_weights: Path, gate: Gate, redis: Redis, redis_url: str
 ) -> None:
     """While one HTTP request holds the model, 3 messages and 3 HTTP requests (one row
-    each) queue up; the next batch holds more than 4 rows, so it mixed both."""
+    each) queue up; the next batch holds all 6 rows, so it mixed both."""
     config = streaming(
-        state_dict_config(code_dir, slow_weights, slow=True, max_batch_size=8), redis_url
+        state_dict_config(code_dir, gated_weights, gated=True, max_batch_size=8), redis_url
     )
     body = v2_message([X[0]])["inputs"]
     with (
         running_server(config) as server,
         ThreadPoolExecutor(4) as pool,
-        httpx.Client(base_url=server.url, timeout=10) as client,
+        httpx.Client(base_url=server.url, timeout=GUARD_S) as client,
     ):
 
         def post() -> httpx.Response:
             return client.post("/v2/models/affine/infer", content=body)
 
-        def inflight() -> float:
-            return metric(client.get("/metrics").text, "forestflow_inflight_requests")
-
         blocker = pool.submit(post)
-        wait_until(lambda: inflight() >= 1, what="the model busy")
+        gate.wait_arrived(2)  # the warm-up, then the blocker: the model holds it
         for i in range(3):
             redis.xadd(IN, v2_message([X[0]], id=f"m{i}"))
         replies = [pool.submit(post) for _ in range(3)]
-        wait_until(lambda: inflight() >= 7, what="3 messages and 3 requests queued")
+        batcher = server.app.plane.batcher
+        wait_until(lambda: batcher.depth == 6, what="3 messages and 3 requests queued")
+        gate.open()
         assert all(r.result().status_code == 200 for r in [blocker, *replies])
         wait_until(lambda: redis.xlen(OUT) == 3, what="three results")
         text = client.get("/metrics").text
@@ -209,32 +214,41 @@ def test_stale_entry_of_a_dead_consumer_is_claimed(
 
 
 def test_graceful_stop_answers_in_flight_messages_and_reads_no_more(
-    code_dir: Path, slow_weights: Path, redis: Redis, redis_url: str
+    code_dir: Path, gated_weights: Path, gate: Gate, redis: Redis, redis_url: str
 ) -> None:
-    for i in range(12):
-        redis.xadd(IN, v2_message([X[0]], id=f"m{i}"))
+    ids = [cast(bytes, redis.xadd(IN, v2_message([X[0]], id=f"m{i}"))) for i in range(12)]
     config = streaming(
-        state_dict_config(code_dir, slow_weights, slow=True, max_batch_size=2), redis_url
+        state_dict_config(code_dir, gated_weights, gated=True, max_batch_size=2), redis_url
     )
-    with running_server(config):
-        wait_until(lambda: pending(redis) >= 2, what="messages in flight")
-    groups = cast(list[dict[str, Any]], redis.xinfo_groups(IN))
-    read = int(groups[0]["entries-read"])
-    assert 2 <= read < 12
-    assert pending(redis) == 0 and redis.xlen(OUT) == read
+    # While the model holds its first batch, the consumer reads what it may hold in flight,
+    # two batches of max_batch_size, and then waits for room.
+    held = 2 * 2
+    with running_server(config) as server:
+        wait_until(lambda: pending(redis) == held, what="the consumer's messages in flight")
+        gate.wait_arrived(2)  # the warm-up, then the first batch: the model holds it
+        server.stop()
+        stream = server.app.stream
+        assert stream is not None
+        wait_until(lambda: stream.stopping, what="the consumer told to stop")
+        gate.open()  # the held messages are answered; room frees up, and nothing is read
+    (group,) = cast(list[dict[str, Any]], redis.xinfo_groups(IN))
+    assert group["last-delivered-id"] == ids[held - 1], "read after the stop began"
+    assert pending(redis) == 0
+    assert sorted(results_by_id(redis)) == [f"m{i}" for i in range(held)]
     assert redis.xinfo_consumers(IN, GROUP) == [], "a cleanly stopped consumer leaves the group"
 
 
 @pytest.fixture
 def crash_runtime(
-    code_dir: Path, slow_weights: Path, redis_url: str
+    code_dir: Path, weights: Path, redis_url: str
 ) -> Iterator[subprocess.Popen[str]]:
+    """A runtime process whose model answers its warm-up and then never answers again."""
     process = runtime_process(
         {
             "FF_MODEL_NAME": "affine",
-            "FF_MODEL_URI": str(slow_weights),
+            "FF_MODEL_URI": str(weights),
             "FF_MODEL_FORMAT": "state_dict",
-            "FF_MODEL_CLASS": "ffnets:Slow",
+            "FF_MODEL_CLASS": "ffnets:Stuck",
             "FF_MODEL_CODE_PATH": str(code_dir),
             "FF_PORT": str(free_port()),
             "FF_INPUTS": '[{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]',
@@ -248,13 +262,13 @@ def crash_runtime(
     yield process
     if process.poll() is None:
         process.kill()
-    process.wait(10)
+    process.wait(GUARD_S)
 
 
 def test_a_crash_between_read_and_ack_loses_nothing(
     crash_runtime: subprocess.Popen[str],
     code_dir: Path,
-    slow_weights: Path,
+    weights: Path,
     redis: Redis,
     redis_url: str,
 ) -> None:
@@ -264,15 +278,13 @@ def test_a_crash_between_read_and_ack_loses_nothing(
         redis.xadd(IN, v2_message([X[0]], id=request_id))
     wait_until(
         lambda: crash_runtime.poll() is not None or pending(redis) >= 1,
-        timeout_s=60,
         what="the first runtime reading",
     )
     crash_runtime.send_signal(signal.SIGKILL)
-    crash_runtime.wait(10)
+    crash_runtime.wait(GUARD_S)
     assert crash_runtime.returncode == -signal.SIGKILL
-    unanswered = pending(redis)
-    assert unanswered >= 1, "the kill came after every read message was answered"
-    config = streaming(state_dict_config(code_dir, slow_weights, slow=True), redis_url)
+    assert pending(redis) >= 1 and redis.xlen(OUT) == 0, "read, and none answered"
+    config = streaming(state_dict_config(code_dir, weights), redis_url)
     with running_server(config):
         wait_until(lambda: sorted(results_by_id(redis)) == sent, what="every message answered")
         wait_until(lambda: pending(redis) == 0, what="every message acknowledged")

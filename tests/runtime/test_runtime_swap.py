@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from tests.runtime.runtime_harness import (
+    GUARD_S,
     Gate,
     affine_reference,
     running_server,
@@ -55,9 +56,9 @@ async def test_swap_under_load_fails_nothing_and_flips(code_dir: Path, tmp_path:
                 warmed.set()
 
     with running_server(state_dict_config(code_dir, old, slow=True)) as server:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=GUARD_S) as client:
             clients = [asyncio.create_task(client_loop(client)) for _ in range(8)]
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(GUARD_S):
                 await warmed.wait()
             reply = await client.post(LOAD, json={"parameters": {"uri": str(new)}})
             swapped.set()
@@ -81,7 +82,7 @@ async def test_running_batch_finishes_on_the_old_model(
     old_gate.let_through()  # its warm-up
     new_gate.open()
     with running_server(state_dict_config(code_dir, old, gated=True)) as server:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=GUARD_S) as client:
             running = asyncio.create_task(predict(client))
             await old_gate.arrival(2)  # it reached the old model, which holds it
             reply = await client.post(LOAD, json={"parameters": {"uri": str(new)}})
@@ -113,7 +114,7 @@ async def test_failed_swap_keeps_the_old_model(
     if body["parameters"].get("uri") == "CORRUPT":
         body["parameters"]["uri"] = str(corrupt)
     with running_server(state_dict_config(code_dir, old)) as server:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=GUARD_S) as client:
             reply = await client.post(LOAD, json=body)
             assert reply.status_code == status, reply.text
             assert message in reply.json()["error"]
@@ -140,7 +141,7 @@ async def test_swap_downloads_http_uri(code_dir: Path, tmp_path: Path, file_serv
     old = save_affine(tmp_path / "old.safetensors", seed=1)
     save_affine(tmp_path / "new.safetensors", seed=2)
     with running_server(state_dict_config(code_dir, old)) as server:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=GUARD_S) as client:
             uri = f"{file_server}/new.safetensors"
             reply = await client.post(LOAD, json={"parameters": {"uri": uri}})
             assert reply.status_code == 200, reply.text
@@ -149,7 +150,7 @@ async def test_swap_downloads_http_uri(code_dir: Path, tmp_path: Path, file_serv
             assert missing.status_code == 500 and "404" in missing.json()["error"]
 
 
-async def until_arrived(gates: list[Gate], timeout_s: float = 20.0) -> None:
+async def until_arrived(gates: list[Gate], timeout_s: float = GUARD_S) -> None:
     """Until a call has reached one of `gates`."""
     async with asyncio.timeout(timeout_s):
         while not any(gate.arrived for gate in gates):
@@ -165,7 +166,7 @@ async def test_concurrent_swaps_are_serialised(
     swaps = {seed: gates() for seed in (2, 3)}  # each swap's warm-up waits at its own gate
     uris = [save_gated(tmp_path / f"{seed}.safetensors", seed, swaps[seed]) for seed in swaps]
     with running_server(state_dict_config(code_dir, old, gated=True)) as server:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=GUARD_S) as client:
             replies = [
                 asyncio.create_task(client.post(LOAD, json={"parameters": {"uri": str(uri)}}))
                 for uri in uris

@@ -42,7 +42,7 @@ class Turnstile:
             self._allowed = math.inf
             self._state.notify_all()
 
-    def wait_arrived(self, calls: int, timeout_s: float = 20.0) -> None:
+    def wait_arrived(self, calls: int, timeout_s: float = 60.0) -> None:
         """Until `calls` calls in all have arrived."""
         with self._state:
             if not self._state.wait_for(lambda: self._arrived >= calls, timeout_s):
