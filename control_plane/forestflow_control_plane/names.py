@@ -17,6 +17,9 @@ PAYLOAD_STREAM = "forestflow:payloads"
 SHADOW_PREFIX = "ff:shadow"
 
 DNS_LABEL_MAX = 63
+REVISION_DIGEST_LENGTH = 7
+# A revision is named `<service>-<digest>` and is a DNS label too.
+SERVICE_NAME_MAX = DNS_LABEL_MAX - 1 - REVISION_DIGEST_LENGTH
 
 
 def contract_key(contract: str) -> str:
@@ -94,19 +97,24 @@ def contract_label(contract: str) -> str:
 
 
 def service_name(contract: str, version: str) -> str:
-    """`ff-<name>-<version>`, a DNS-1035 label; cut with a stable hash when too long."""
+    """`ff-<name>-<version>`, cut with a stable hash when longer than SERVICE_NAME_MAX."""
     _, name = split_contract(contract)
     full = f"ff-{name}-{version}"
-    if len(full) <= DNS_LABEL_MAX:
+    if len(full) <= SERVICE_NAME_MAX:
         return full
     digest = hashlib.sha256(f"{contract}@{version}".encode()).hexdigest()[:8]
-    return f"{full[: DNS_LABEL_MAX - 9].rstrip('-')}-{digest}"
+    return f"{full[: SERVICE_NAME_MAX - 9].rstrip('-')}-{digest}"
 
 
 def revision_name(service: str, digest: str) -> str:
-    """`<service>-<digest of its template>`: a new name for every new template."""
-    suffix = f"-{digest}"
-    return f"{service[: DNS_LABEL_MAX - len(suffix)].rstrip('-')}{suffix}"
+    """`<service>-<digest of its template>`: a new name for every new template. Knative
+    wants the Service's whole name as the prefix, which SERVICE_NAME_MAX leaves room for."""
+    return f"{service}-{digest[:REVISION_DIGEST_LENGTH]}"
+
+
+def tag_host_label(contract: str, version: str) -> str:
+    """The first label of a version's own host on Knative (config-network's tag-template)."""
+    return f"{version}-{split_contract(contract)[1]}"
 
 
 def object_key(namespace: str, name: str) -> str:

@@ -1,16 +1,21 @@
-"""The knative platform on a real cluster: kind with Knative Serving (`kn quickstart kind`).
+"""The knative platform on a real cluster: the test cluster `python -m e2e.cluster up`
+starts (Kubernetes' and Knative's own servers on kwok's fake nodes, what CI runs), or kind
+with Knative Serving (`kn quickstart kind`).
 
 Every test here skips unless a kubeconfig loads and the cluster answers for
 serving.knative.dev/v1 within a couple of seconds, and FF_RUNTIME_IMAGE names a runtime
 image the cluster can run (for kind: `kind load docker-image IMAGE --name knative`).
-FF_KUBE_CONTEXT picks the kubeconfig context (default: the current one). FF_E2E_INGRESS,
-when set (e.g. http://127.0.0.1:80), is where requests go, with the Route's host as the Host
-header, instead of resolving the Route's URL (sslip.io needs DNS).
+FF_KUBE_CONTEXT picks the context the control plane runs as (on the test cluster, the
+ServiceAccount knative/control-plane.yaml binds); the tests' own reads use FF_E2E_ADMIN_CONTEXT,
+else the current one. FF_E2E_INGRESS, when set (e.g. http://127.0.0.1:80), is where requests
+go, with the Route's host as the Host header, instead of resolving the Route's URL.
 
-Each test gets its own namespace, a private Redis, and an in-cluster file server (the
-runtime image running `python -m http.server`) holding two small torch.export models that
-answer differently, so a reply says which variant made it.
-"""
+Scenarios marked `data_plane` call the model through the ingress; they skip on the test
+cluster (FF_TEST_CLUSTER set), where no pod runs a container. The scenarios that run there
+assert what the cluster records (test_knative_cluster.py). Each test gets its own namespace
+and a private Redis; a `data_plane` one also an in-cluster file server (the runtime image
+running `python -m http.server`) holding two small torch.export models that answer
+differently, so a reply says which variant made it."""
 
 from __future__ import annotations
 
@@ -35,6 +40,11 @@ from forestflow_control_plane.platforms.local.redis_server import start_redis, s
 
 HERE = Path(__file__).resolve().parent
 PROBE_TIMEOUT_S = 2.0
+NO_DATA_PLANE = (
+    "the test cluster (python -m e2e.cluster) runs Knative's control plane on kwok's fake "
+    "nodes: no pod runs a container and no ingress carries requests; this scenario calls the "
+    "model, so it runs on a cluster with a data plane (kind + Kourier)"
+)
 MODELS_PORT = 8000
 VERSIONS = ("v1", "v2")
 
@@ -67,18 +77,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if reason is not None:
         for item in here:
             item.add_marker(pytest.mark.skip(reason=reason))
+    elif os.environ.get("FF_TEST_CLUSTER"):
+        for item in here:
+            if item.get_closest_marker("data_plane"):
+                item.add_marker(pytest.mark.skip(reason=NO_DATA_PLANE))
 
 
 @pytest.fixture(scope="session")
 def kube() -> Iterator[client.ApiClient]:
+    """The test's own view of the cluster (namespaces, reads): kubeconfig's current context."""
+    with api_client(os.environ.get("FF_E2E_ADMIN_CONTEXT") or None) as api:
+        yield api
+
+
+@pytest.fixture(scope="session")
+def worker_api() -> Iterator[client.ApiClient]:
+    """What the control plane runs as: FF_KUBE_CONTEXT (on the test cluster, the
+    ServiceAccount knative/control-plane.yaml binds)."""
     with api_client(os.environ.get("FF_KUBE_CONTEXT") or None) as api:
         yield api
 
 
 @pytest.fixture
-def platform(kube: client.ApiClient) -> KnativePlatform:
+def platform(worker_api: client.ApiClient) -> KnativePlatform:
     return KnativePlatform(
-        kube, os.environ["FF_RUNTIME_IMAGE"], redis_url=os.environ.get("FF_RUNTIME_REDIS_URL")
+        worker_api, os.environ["FF_RUNTIME_IMAGE"],
+        redis_url=os.environ.get("FF_RUNTIME_REDIS_URL"),
     )
 
 

@@ -24,7 +24,7 @@ from forestflow_control_plane.spec.model_file import ModelFile, validate_model_f
 from forestflow_control_plane.state.store import Store
 from tests.control_plane.test_rollouts import Clock
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.data_plane]
 
 READY_S = 300.0
 ROW = [0.1, 0.2, 0.3, 0.4]

@@ -4,6 +4,7 @@ kn service create ff-scoring-v1 --force \
   --port http1:8080 \
   --label forestflow.dev/contract=fraud.scoring \
   --label forestflow.dev/version=v1 \
+  --label-service networking.knative.dev/visibility=cluster-local \
   --label-revision forestflow.dev/revision=1 \
   --annotation-revision autoscaling.knative.dev/metric=concurrency \
   --annotation-revision autoscaling.knative.dev/target=16 \
@@ -13,7 +14,7 @@ kn service create ff-scoring-v1 --force \
   --annotation-revision autoscaling.knative.dev/window=60s \
   --annotation-revision autoscaling.knative.dev/scale-to-zero-pod-retention-period=300s \
   --annotation-revision serving.knative.dev/progress-deadline=900s \
-  --revision-name ff-scoring-v1-a793a8a \
+  --revision-name ff-scoring-v1-06856ca \
   --env FF_CONTRACT=fraud/scoring \
   --env FF_VARIANT=v1 \
   --env FF_MODEL_NAME=scoring \
@@ -33,9 +34,10 @@ kn service create ff-scoring-v1 --force \
   --request cpu=2,memory=2Gi \
   --limit cpu=2,memory=2Gi \
   --concurrency-limit 32 \
-  --timeout 30 \
+  --timeout 930 \
+  --security-context strict \
   --probe-readiness http:::/v2/models/scoring/ready \
-  --probe-readiness-opts PeriodSeconds=1
+  --probe-readiness-opts PeriodSeconds=1,SuccessThreshold=1,FailureThreshold=3,TimeoutSeconds=1
 
 kn service create ff-scoring-v2 --force \
   --namespace fraud \
@@ -43,6 +45,7 @@ kn service create ff-scoring-v2 --force \
   --port http1:8080 \
   --label forestflow.dev/contract=fraud.scoring \
   --label forestflow.dev/version=v2 \
+  --label-service networking.knative.dev/visibility=cluster-local \
   --label-revision forestflow.dev/revision=1 \
   --annotation-revision autoscaling.knative.dev/metric=concurrency \
   --annotation-revision autoscaling.knative.dev/target=16 \
@@ -52,7 +55,7 @@ kn service create ff-scoring-v2 --force \
   --annotation-revision autoscaling.knative.dev/window=60s \
   --annotation-revision autoscaling.knative.dev/scale-to-zero-pod-retention-period=300s \
   --annotation-revision serving.knative.dev/progress-deadline=900s \
-  --revision-name ff-scoring-v2-8c7971d \
+  --revision-name ff-scoring-v2-b3b1fff \
   --env FF_CONTRACT=fraud/scoring \
   --env FF_VARIANT=v2 \
   --env FF_MODEL_NAME=scoring \
@@ -72,9 +75,10 @@ kn service create ff-scoring-v2 --force \
   --request cpu=2,memory=2Gi \
   --limit cpu=2,memory=2Gi \
   --concurrency-limit 32 \
-  --timeout 30 \
+  --timeout 930 \
+  --security-context strict \
   --probe-readiness http:::/v2/models/scoring/ready \
-  --probe-readiness-opts PeriodSeconds=1
+  --probe-readiness-opts PeriodSeconds=1,SuccessThreshold=1,FailureThreshold=3,TimeoutSeconds=1
 
 kn service create ff-scoring-v3 --force \
   --namespace fraud \
@@ -82,6 +86,7 @@ kn service create ff-scoring-v3 --force \
   --port http1:8080 \
   --label forestflow.dev/contract=fraud.scoring \
   --label forestflow.dev/version=v3 \
+  --label-service networking.knative.dev/visibility=cluster-local \
   --label-revision forestflow.dev/revision=1 \
   --annotation-revision autoscaling.knative.dev/metric=concurrency \
   --annotation-revision autoscaling.knative.dev/target=16 \
@@ -91,7 +96,7 @@ kn service create ff-scoring-v3 --force \
   --annotation-revision autoscaling.knative.dev/window=60s \
   --annotation-revision autoscaling.knative.dev/scale-to-zero-pod-retention-period=300s \
   --annotation-revision serving.knative.dev/progress-deadline=900s \
-  --revision-name ff-scoring-v3-9b7e92a \
+  --revision-name ff-scoring-v3-b75da5f \
   --env FF_CONTRACT=fraud/scoring \
   --env FF_VARIANT=v3 \
   --env FF_MODEL_NAME=scoring \
@@ -111,9 +116,10 @@ kn service create ff-scoring-v3 --force \
   --request cpu=2,memory=2Gi \
   --limit cpu=2,memory=2Gi \
   --concurrency-limit 32 \
-  --timeout 30 \
+  --timeout 930 \
+  --security-context strict \
   --probe-readiness http:::/v2/models/scoring/ready \
-  --probe-readiness-opts PeriodSeconds=1
+  --probe-readiness-opts PeriodSeconds=1,SuccessThreshold=1,FailureThreshold=3,TimeoutSeconds=1
 
 kubectl apply --server-side --field-manager=forestflow --force-conflicts -f - <<'EOF'
 apiVersion: serving.knative.dev/v1
@@ -127,10 +133,10 @@ metadata:
     forestflow.dev/sticky-header: x-customer-id
 spec:
   traffic:
-  - revisionName: ff-scoring-v1-a793a8a
+  - revisionName: ff-scoring-v1-06856ca
     percent: 90
     tag: v1
-  - revisionName: ff-scoring-v2-8c7971d
+  - revisionName: ff-scoring-v2-b3b1fff
     percent: 10
     tag: v2
 EOF

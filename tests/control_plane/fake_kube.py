@@ -6,8 +6,11 @@ What a cluster does with these objects: GET, LIST by label selector, server-side
 on a conflict unless forced, resourceVersion and generation moved only by a real change), DELETE,
 and `Status` bodies for 400/404/409/415/422. Services and Routes are validated against the
 upstream CRD schemas as the API server validates them. Where a test needs Knative's controller,
-it plays that too: an applied Service's template becomes a Revision, deleting a Service deletes
-its Revisions, and `set_status` writes a status. Every request is recorded in `requests`.
+it plays that too: an applied Service's template becomes a Revision (Ready at once unless
+`ready_revisions` is off), a Route's spec goes into its status once all its targets are
+Ready (unless `program_routes` is off), each Service gets its own Route carrying the
+Service's labels, deleting a Service deletes what it owns, and `set_status` writes a status.
+Every request is recorded in `requests`.
 """
 
 from __future__ import annotations
@@ -81,9 +84,14 @@ def crd_validator(kind: str) -> jsonschema.Draft4Validator:
 
 
 class FakeKube:
-    def __init__(self, namespaces: tuple[str, ...] = ("default",), controller: bool = True):
+    def __init__(
+        self, namespaces: tuple[str, ...] = ("default",), controller: bool = True,
+        ready_revisions: bool = True,
+    ):
         self.namespaces = set(namespaces)
         self.controller = controller  # make Revisions of applied Services, as Knative does
+        self.ready_revisions = ready_revisions
+        self.program_routes = True  # off: an ingress that has not caught up yet
         self.requests: list[Recorded] = []
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._versions = itertools.count(1)
@@ -179,8 +187,9 @@ class FakeKube:
         obj = self._found(key)
         del self._objects[key]
         plural, namespace, name = key
-        if plural == "services":  # its Revisions are garbage-collected with it
-            for owned in [k for k, o in self._objects.items() if k[:2] == ("revisions", namespace)
+        if plural == "services":  # its Revisions and Route are garbage-collected with it
+            for owned in [k for k, o in self._objects.items()
+                          if k[0] in ("revisions", "routes") and k[1] == namespace
                           and o["metadata"]["labels"].get(f"{GROUP}/service") == name]:
                 del self._objects[owned]
         return {
@@ -230,6 +239,8 @@ class FakeKube:
         self._objects[key] = after
         if plural == "services" and self.controller:
             self._make_revision(after)
+        if plural == "routes" and self.controller and self.program_routes:
+            self._program(after)
         return after, 201 if before is None else 200
 
     def _validate(self, plural: str, obj: dict[str, Any]) -> None:
@@ -264,6 +275,8 @@ class FakeKube:
             f"{GROUP}/configuration": meta["name"],
             f"{GROUP}/configurationGeneration": str(generation),
         }
+        status = {"conditions": [{"type": "Ready", "status": "True"}]}
+        self._own_route(service)
         self._objects[key] = {
             "apiVersion": API_VERSION, "kind": "Revision",
             "metadata": {
@@ -273,7 +286,41 @@ class FakeKube:
                 "creationTimestamp": _now(),
             },
             "spec": copy.deepcopy(template["spec"]),
-            "status": {},
+            "status": status if self.ready_revisions else {},
+        }
+
+    def _program(self, route: dict[str, Any]) -> None:
+        """Knative's Route reconciler with an ingress that is ready at once: the whole spec
+        goes into status, or nothing does while a target's revision is not Ready."""
+        namespace = route["metadata"]["namespace"]
+        for target in route["spec"]["traffic"]:
+            revision = self._objects.get(("revisions", namespace, target.get("revisionName")))
+            conditions = ((revision or {}).get("status") or {}).get("conditions") or []
+            if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                return
+        route["status"] = {
+            "observedGeneration": route["metadata"]["generation"],
+            "traffic": copy.deepcopy(route["spec"]["traffic"]),
+            "conditions": [{"type": "Ready", "status": "True"},
+                           {"type": "AllTrafficAssigned", "status": "True"}],
+        }
+
+    def _own_route(self, service: dict[str, Any]) -> None:
+        """The Route Knative makes for every Service, named after it, with its labels."""
+        meta = service["metadata"]
+        key = ("routes", meta["namespace"], meta["name"])
+        labels = {**(meta.get("labels") or {}), f"{GROUP}/service": meta["name"]}
+        if key in self._objects and self._objects[key]["metadata"]["labels"] == labels:
+            return
+        self._objects[key] = {
+            "apiVersion": API_VERSION, "kind": "Route",
+            "metadata": {
+                "name": meta["name"], "namespace": meta["namespace"], "labels": labels,
+                "uid": str(uuid.uuid4()), "resourceVersion": str(next(self._versions)),
+                "generation": 1, "creationTimestamp": _now(),
+            },
+            "spec": {"traffic": [{"configurationName": meta["name"], "latestRevision": True,
+                                  "percent": 100}]},
         }
 
 

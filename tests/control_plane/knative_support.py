@@ -38,8 +38,9 @@ def platform(api: client.ApiClient) -> KnativePlatform:
 
 
 def fraud() -> DesiredState:
-    """fraud/scoring: v1 90 %, v2 10 %, v3 a shadow (the golden contract)."""
-    return desired_state(snapshot())
+    """fraud/scoring: v1 90 %, v2 10 %, v3 a shadow (the golden contract, but for its
+    sticky header, which only the local gateway honours)."""
+    return replace(desired_state(snapshot()), sticky_header=None)
 
 
 def traffic(kube: FakeKube, namespace: str, name: str) -> list[tuple[str, int]]:

@@ -42,6 +42,9 @@ class MemoryPlatform:
     def contracts(self) -> set[str]:
         return {c for c in map(contract_of, self.objects.values()) if c is not None}
 
+    def served(self, contract: str) -> None:
+        return None
+
     def replica_urls(self, contract: str, version: str) -> list[str]:
         return list(self.replicas.get((contract, version), []))
 

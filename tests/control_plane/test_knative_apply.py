@@ -45,9 +45,8 @@ def test_apply_creates_the_services_then_the_route_by_server_side_apply(
         assert request.query == {"fieldManager": "forestflow", "force": "true"}
     paths = [r.path for r in kube.requests]
     route_at = paths.index(f"{base}/routes/scoring")
-    route = make_objects(fraud(), IMAGE, ENV)[-1]
-    for target in route["spec"]["traffic"]:
-        assert paths.index(f"{base}/revisions/{target['revisionName']}") < route_at
+    last_service_at = paths.index(f"{base}/services/{SERVICES[-1]}")
+    assert f"{base}/revisions" in paths[last_service_at:route_at]  # which revisions are Ready
     for want in make_objects(fraud(), IMAGE, ENV):
         got = kube.get(f"{want['kind'].lower()}s", "fraud", want["metadata"]["name"])
         assert got is not None
@@ -77,11 +76,10 @@ def revisions_of(state: DesiredState) -> list[str]:
     ("change", "want_changed"),
     [
         (lambda s: replace(s, traffic={"v1": 50, "v2": 50}), {"routes/scoring"}),
-        (lambda s: replace(s, sticky_header="x-account"), {"routes/scoring"}),
         # A new template is a new revision, which the Route must then name.
         (scaled, {"services/ff-scoring-v2", "routes/scoring"}),
     ],
-    ids=["traffic", "sticky-header", "scaling"],
+    ids=["traffic", "scaling"],
 )
 def test_a_changed_state_updates_only_what_changed(
     kube: FakeKube,
@@ -98,6 +96,15 @@ def test_a_changed_state_updates_only_what_changed(
     assert len(kube.writes()) - count == 4  # every object applied, only the changed ones moved
 
 
+def test_a_sticky_header_is_refused_before_any_request(
+    kube: FakeKube, platform: KnativePlatform
+) -> None:
+    with pytest.raises(PlatformError, match=r"routing\.sticky_header \(x-account\) needs the "
+                       "local platform's gateway"):
+        platform.apply(replace(fraud(), sticky_header="x-account"))
+    assert kube.requests == []
+
+
 def test_an_expired_variant_is_deleted_once_the_route_no_longer_targets_it(
     kube: FakeKube, platform: KnativePlatform
 ) -> None:
@@ -112,6 +119,26 @@ def test_an_expired_variant_is_deleted_once_the_route_no_longer_targets_it(
     assert kube.names("services", "fraud") == SERVICES[1:]
     assert "ff-scoring-v1-00001" not in kube.names("revisions", "fraud")
     assert traffic(kube, "fraud", "scoring") == [("v2", 100)]
+
+
+def test_a_retired_service_stays_while_the_routes_status_still_names_it(
+    kube: FakeKube, platform: KnativePlatform
+) -> None:
+    """The Route's status is what its ingress serves: a Service it still names keeps taking
+    requests until Knative has moved the ingress, so it is deleted on a later apply."""
+    platform.apply(fraud())
+    v2 = revisions_of(fraud())[1]
+    kube.program_routes = False
+    state = fraud()
+    without_v1 = replace(state, traffic={"v2": 100}, variants=state.variants[1:])
+    platform.apply(without_v1)
+    assert kube.names("services", "fraud") == SERVICES
+    assert traffic(kube, "fraud", "scoring") == [("v2", 100)]
+    kube.set_status("routes", "fraud", "scoring", {"traffic": [
+        {"revisionName": v2, "percent": 100},
+    ]})
+    assert platform.apply(without_v1) is True
+    assert kube.names("services", "fraud") == SERVICES[1:]
 
 
 def test_no_variant_left_deletes_the_route_then_the_services(
@@ -148,14 +175,38 @@ def test_an_invalid_object_is_refused_before_any_request(
     assert kube.requests == []
 
 
-def test_a_route_waits_for_its_revisions_and_is_left_alone_without_them() -> None:
-    kube = FakeKube(namespaces=("fraud",), controller=False)  # Knative's controller is down
-    with kube.serve() as api, pytest.raises(
-        PlatformError, match=rf"revision {revisions_of(fraud())[0]} did not appear within 0\.3s"
-    ):
-        KnativePlatform(api, IMAGE, revision_wait_s=0.3, redis_url=REDIS).apply(fraud())
-    assert kube.names("services", "fraud") == SERVICES
-    assert kube.names("routes", "fraud") == []
+def test_the_route_names_only_ready_revisions_and_waits_for_one() -> None:
+    """Knative refuses a whole Route while any target is not Ready: a version still loading
+    gets no target (its share goes to the others), and with none Ready the Route waits."""
+    kube = FakeKube(namespaces=("fraud",), ready_revisions=False)
+    v1, v2, _ = revisions_of(fraud())
+    with kube.serve() as api:
+        platform = KnativePlatform(api, IMAGE, redis_url=REDIS)
+        platform.apply(fraud())
+        assert kube.names("services", "fraud") == SERVICES
+        assert kube.get("routes", "fraud", "scoring") is None
+        kube.set_status("revisions", "fraud", v2, {"conditions": [
+            {"type": "Ready", "status": "True"}
+        ]})
+        assert platform.apply(fraud()) is True
+        assert traffic(kube, "fraud", "scoring") == [("v2", 100)]
+        kube.set_status("revisions", "fraud", v1, {"conditions": [
+            {"type": "Ready", "status": "True"}
+        ]})
+        assert platform.apply(fraud()) is True
+        assert traffic(kube, "fraud", "scoring") == [("v1", 90), ("v2", 10)]
+
+
+def test_knatives_own_routes_of_each_service_are_left_alone(
+    kube: FakeKube, platform: KnativePlatform
+) -> None:
+    """Knative makes a Route per Service and copies the Service's labels onto it, ours too:
+    they are not the contract's Route, so no apply may delete them."""
+    for _ in range(3):
+        platform.apply(fraud())
+    assert kube.names("routes", "fraud") == sorted(["scoring", *SERVICES])
+    assert not [r for r in kube.requests if r.method == "DELETE"]
+    assert platform.apply(fraud()) is False
 
 
 def test_runtimes_get_the_redis_url_and_without_one_nothing_that_needs_it_is_applied(

@@ -35,8 +35,8 @@ from .test_rollouts import Clock, variant
 kube, api, platform = support.kube, support.api, support.platform
 
 
-def ready(kube: FakeKube, service: str, replicas: int, ok: bool = True) -> None:
-    """What Knative's controller writes once a revision serves (or fails to)."""
+def ready(kube: FakeKube, service: str, replicas: int, ok: bool = True) -> str:
+    """What Knative's controller writes once a revision serves (or fails to); its name."""
     obj = kube.get("services", "fraud", service)
     assert obj is not None
     revision = obj["spec"]["template"]["metadata"]["name"]
@@ -46,25 +46,39 @@ def ready(kube: FakeKube, service: str, replicas: int, ok: bool = True) -> None:
         **({"latestReadyRevisionName": revision} if ok else {}),
         "conditions": [{"type": "Ready", "status": "True" if ok else "False"}],
     })
-    kube.set_status("revisions", "fraud", revision, {"actualReplicas": replicas})
+    condition = {"type": "Ready", "status": "True"} if ok else {
+        "type": "Ready", "status": "False", "reason": "ProgressDeadlineExceeded",
+        "message": "Initial scale was never achieved",
+    }
+    kube.set_status("revisions", "fraud", revision, {
+        "actualReplicas": replicas, "conditions": [condition],
+    })
+    return revision
 
 
-def test_observe_reads_readiness_and_replicas_from_status(
+def test_observe_and_served_read_readiness_replicas_failures_and_the_served_split(
     kube: FakeKube, platform: KnativePlatform
 ) -> None:
     platform.apply(fraud())
     assert platform.observe("fraud/scoring") == {
         v: VariantStatus(v, ready=False, replicas=0) for v in ("v1", "v2", "v3")
     }
-    ready(kube, "ff-scoring-v1", replicas=2)
-    ready(kube, "ff-scoring-v2", replicas=0, ok=False)
+    v1 = ready(kube, "ff-scoring-v1", replicas=2)
+    v2 = ready(kube, "ff-scoring-v2", replicas=0, ok=False)
     ready(kube, "ff-scoring-v3", replicas=1)
     platform.apply(scaled(fraud(), "v3"))  # v3's spec moves on: its status is now stale
+    kube.set_status("routes", "fraud", "scoring", {"traffic": [
+        {"revisionName": v1, "percent": 90, "tag": "v1"},
+        {"revisionName": v2, "percent": 10, "tag": "v2"},
+    ]})
     assert platform.observe("fraud/scoring") == {
         "v1": VariantStatus("v1", ready=True, replicas=2),
-        "v2": VariantStatus("v2", ready=False, replicas=0),
+        "v2": VariantStatus("v2", ready=False, replicas=0, failure=(
+            f"revision {v2} failed: ProgressDeadlineExceeded: Initial scale was never achieved"
+        )),
         "v3": VariantStatus("v3", ready=False, replicas=1),
     }
+    assert platform.served("fraud/scoring") == {"v1": 90, "v2": 10}
     assert platform.replica_urls("fraud/scoring", "v1") == []
     with platform.trial_replica(make_objects(fraud(), IMAGE)[0]) as url:
         assert url is None
@@ -147,6 +161,10 @@ def test_rollouts_move_the_routes_traffic_as_the_policy_says(
     register(store, variant("v1"), who="t")
     rollouts.start("examples/mlp", "v1")
     assert traffic(kube, "examples", "mlp") == [("v1", 100)]
+    assert store.get("examples/mlp").contract.rollout.status.value == "running"
+    clock.now = scheduled[-1].at  # immediate, but done only once the Route serves it
+    rollouts.advance("examples/mlp", "v1", scheduled[-1].token)
+    assert store.get("examples/mlp").contract.rollout.status.value == "succeeded"
 
     canary = {"policy": "canary", "steps": [10, 50, 100], "hold_seconds": 30}
     register(store, variant("v2", canary, on_replacement=True), who="t")

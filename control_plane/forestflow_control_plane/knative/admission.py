@@ -48,6 +48,7 @@ from forestflow_control_plane.knative.values import (
     number,
     qualified_name,
 )
+from forestflow_control_plane.names import DNS_LABEL_MAX
 
 KINDS = ("Service", "Route")
 KPA_METRICS = ("concurrency", "rps")
@@ -174,12 +175,15 @@ def _service(obj: dict[str, Any], cluster: ClusterConfig) -> Iterator[Finding]:
     yield from _autoscaling(tmeta.get("annotations") or {}, cluster)
     yield from _revision_spec(template.get("spec") or {}, cluster)
     if spec.get("traffic"):
-        yield from _traffic(spec["traffic"], in_service=True)
+        yield from _traffic(spec["traffic"], in_service=True, owner=meta.get("name"))
 
 
 def _route(obj: dict[str, Any], cluster: ClusterConfig) -> Iterator[Finding]:
     yield from _metadata(obj.get("metadata") or {}, "Route")
-    yield from _traffic((obj.get("spec") or {}).get("traffic") or [], in_service=False)
+    meta = obj.get("metadata") or {}
+    yield from _traffic(
+        (obj.get("spec") or {}).get("traffic") or [], in_service=False, owner=meta.get("name")
+    )
 
 
 def _metadata(meta: dict[str, Any], kind: str) -> Iterator[Finding]:
@@ -317,7 +321,11 @@ def _container(container: dict[str, Any], at: Path) -> Iterator[Finding]:
             yield (*at, "ports", j, "containerPort"), f"{number} is outside 0..65535"
 
 
-def _traffic(targets: list[dict[str, Any]], in_service: bool) -> Iterator[Finding]:
+def _traffic(
+    targets: list[dict[str, Any]], in_service: bool, owner: Any = None
+) -> Iterator[Finding]:
+    """`owner`: the Route's (or Service's) name, the second half of each tag's host label
+    (config-network's tag-template `{{.Tag}}-{{.Name}}`)."""
     base: Path = ("spec", "traffic")
     tags: dict[str, int] = {}
     total = 0
@@ -353,6 +361,12 @@ def _traffic(targets: list[dict[str, Any]], in_service: bool) -> Iterator[Findin
             yield (*at, "tag"), f"{tag!r} is not a DNS-1035 label"
         elif tag in tags:
             yield (*at, "tag"), f"{tag!r} is also the tag of {render((*base, tags[tag]))}"
+        elif tag and isinstance(owner, str) and len(f"{tag}-{owner}") > DNS_LABEL_MAX:
+            yield (*at, "tag"), (
+                f"the tag's host label {tag + '-' + owner!r} is {len(tag) + 1 + len(owner)} "
+                f"characters; a DNS label holds at most {DNS_LABEL_MAX}, or Knative fails the "
+                "whole Route"
+            )
         elif tag:
             tags[tag] = i
     if total != 100:

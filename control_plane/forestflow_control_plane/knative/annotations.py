@@ -28,6 +28,7 @@ KPA = "kpa.autoscaling.knative.dev"
 HPA = "hpa.autoscaling.knative.dev"
 VISIBILITY_LABEL = "networking.knative.dev/visibility"
 SERVICE_LABEL = "serving.knative.dev/service"
+CONFIGURATION_GENERATION_LABEL = "serving.knative.dev/configurationGeneration"
 
 # Ours, on every object we make.
 CONTRACT_LABEL = "forestflow.dev/contract"

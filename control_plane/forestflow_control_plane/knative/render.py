@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from forestflow_control_plane.knative.resources import SECURITY_CONTEXT
+
 # Who applies: the knative platform's server-side apply and the kubectl command below, so
 # either one can take over the fields the other set.
 FIELD_MANAGER = "forestflow"
@@ -21,7 +23,7 @@ def manifests_yaml(objects: list[dict[str, Any]]) -> str:
 
 # What kn_commands can say of a Service; anything else in one makes it refuse rather than lie.
 _KN_TEMPLATE_SPEC = {"containers", "containerConcurrency", "timeoutSeconds"}
-_KN_CONTAINER = {"name", "image", "ports", "env", "readinessProbe", "resources"}
+_KN_CONTAINER = {"name", "image", "ports", "env", "readinessProbe", "resources", "securityContext"}
 
 
 def kn_commands(objects: list[dict[str, Any]]) -> list[str]:
@@ -60,6 +62,7 @@ def _kn_service(service: dict[str, Any]) -> str:
         ),
         ("--concurrency-limit", str(spec["containerConcurrency"])),
         ("--timeout", str(spec["timeoutSeconds"])),
+        *_security_flags(meta["name"], container.get("securityContext")),
         *_probe_flags(container["readinessProbe"]),
     ]
     lines = [f"kn service create {shlex.quote(meta['name'])} --force"]
@@ -84,6 +87,15 @@ def _split_flags(
         if service.get(key) != value
     ]
     return flags
+
+
+def _security_flags(name: str, context: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """kn says one security context, `strict`, the restricted profile the builders set."""
+    if context is None:
+        return []
+    if context != SECURITY_CONTEXT:
+        raise ValueError(f"kn_commands: Service {name}: kn cannot express {context}")
+    return [("--security-context", "strict")]
 
 
 def _probe_flags(probe: dict[str, Any]) -> list[tuple[str, str]]:

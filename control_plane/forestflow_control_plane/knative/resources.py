@@ -7,7 +7,7 @@ platform serves the very same objects, so one set of scenario tests covers both.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from decimal import Decimal
 from typing import Any
 
@@ -27,12 +27,31 @@ from forestflow_control_plane.knative.annotations import (
     STICKY_HEADER_ANNOTATION,
     TARGET,
     VERSION_LABEL,
+    VISIBILITY_LABEL,
     WINDOW,
 )
 from forestflow_control_plane.policies.desired import DesiredState, DesiredVariant
 
 RUNTIME_PORT = 8080
 PROGRESS_DEADLINE_S = 600
+# knative/config-defaults.yaml's max-revision-timeout-seconds.
+MAX_REQUEST_TIMEOUT_S = 3600
+SECURITY_CONTEXT = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def request_timeout_s(spec: dict[str, Any]) -> int:
+    """How long Knative lets a request take, the activator's wait for a pod from zero
+    included: the longest a revision may take to become ready (a model's load) plus the
+    runtime's own batching timeout. The batching timeout alone would fail the first requests
+    of any model that loads for longer than it."""
+    deadline = spec["scaling"].get("progress_deadline_seconds", PROGRESS_DEADLINE_S)
+    total = int(deadline) + max(1, -(-spec["batching"]["timeout_ms"] // 1000))
+    return min(total, MAX_REQUEST_TIMEOUT_S)
 
 
 def contract_of(obj: dict[str, Any]) -> str | None:
@@ -53,7 +72,6 @@ def make_service(
     namespace, _ = names.split_contract(contract)
     service = names.service_name(contract, variant.version)
     scaling = variant.spec["scaling"]
-    batching = variant.spec["batching"]
     labels = {CONTRACT_LABEL: names.contract_label(contract), VERSION_LABEL: variant.version}
     template: dict[str, Any] = {
         "metadata": {
@@ -62,7 +80,7 @@ def make_service(
         },
         "spec": {
             "containerConcurrency": scaling.get("container_concurrency", 0),
-            "timeoutSeconds": max(1, -(-batching["timeout_ms"] // 1000)),
+            "timeoutSeconds": request_timeout_s(variant.spec),
             "containers": [
                 {
                     "name": "runtime",
@@ -75,8 +93,16 @@ def make_service(
                     "readinessProbe": {
                         "httpGet": {"path": f"/v2/models/{names.model_name(contract)}/ready"},
                         "periodSeconds": 1,
+                        # Knative's defaults, sent so that a re-apply matches what it stored.
+                        "successThreshold": 1,
+                        "failureThreshold": 3,
+                        "timeoutSeconds": 1,
                     },
                     "resources": _resources(variant.spec["resources"]),
+                    # The restricted profile, explicit: Knative adds it only while
+                    # secure-pod-defaults is on, and a revision's template must not change
+                    # under its name when an operator flips that flag.
+                    "securityContext": SECURITY_CONTEXT,
                 }
             ],
         },
@@ -85,27 +111,47 @@ def make_service(
     # derived from the template itself, so any change (new weights, a new sampling rate for
     # a shadow) is a new revision and an unchanged one is the same.
     template["metadata"]["name"] = names.revision_name(service, _digest(template))
+    # Only the contract's Route is public: a variant's own URL would bypass its split.
+    service_labels = {**labels, VISIBILITY_LABEL: "cluster-local"}
     return {
         "apiVersion": API_VERSION,
         "kind": "Service",
-        "metadata": {"name": service, "namespace": namespace, "labels": labels},
+        "metadata": {"name": service, "namespace": namespace, "labels": service_labels},
         "spec": {"template": template},
     }
 
 
+def routable_split(traffic: Mapping[str, int], routable: Set[str]) -> dict[str, int] | None:
+    """The split a Route can carry now, over the `routable` versions only: Knative programs
+    a Route all at once or not at all, and refuses it while any target's revision is not
+    Ready, so a version with no Ready revision keeps its share away from the Route (the
+    others carry it, in proportion, largest remainders first) and gets no tag yet. None
+    when no routable version has a share: the Route stays as it is until one does."""
+    shares = {v: p for v, p in traffic.items() if v in routable}
+    total = sum(shares.values())
+    if total == 0:
+        return None
+    if all(v in routable for v, p in traffic.items() if p > 0):
+        return shares
+    scaled = {v: p * 100 / total for v, p in shares.items()}
+    split = {v: int(x) for v, x in scaled.items()}
+    by_remainder = sorted(scaled, key=lambda v: (split[v] - scaled[v], v))
+    for version in by_remainder[: 100 - sum(split.values())]:
+        split[version] += 1
+    return split
+
+
 def make_route(state: DesiredState, revisions: Mapping[str, str]) -> dict[str, Any] | None:
-    """The contract's standalone Route, with a tag per version, targeting each version's
-    revision (`revisions`: version -> revision name); None while no variant has traffic."""
-    if sum(state.traffic.values()) == 0:
+    """The contract's standalone Route, with a tag per version, targeting the revision
+    `revisions` names for it; a version it does not name is not routable yet (see
+    routable_split). None while no variant has traffic, or no routable one has."""
+    split = routable_split(state.traffic, revisions.keys())
+    if split is None:
         return None
     namespace, name = names.split_contract(state.contract)
     targets = [
-        {
-            "revisionName": revisions[version],
-            "percent": percent,
-            "tag": version,
-        }
-        for version, percent in state.traffic.items()
+        {"revisionName": revisions[version], "percent": percent, "tag": version}
+        for version, percent in split.items()
     ]
     metadata: dict[str, Any] = {
         "name": name,
@@ -121,16 +167,21 @@ def make_route(state: DesiredState, revisions: Mapping[str, str]) -> dict[str, A
 def make_objects(
     state: DesiredState, image: str, platform_env: Mapping[str, str] | None = None
 ) -> list[dict[str, Any]]:
+    """The Services, then the Route with every desired revision as a target."""
     services = [
         make_service(state.contract, state.contract_spec, v, image, platform_env)
         for v in state.variants
     ]
-    revisions = {
+    route = make_route(state, revision_names(services))
+    return [*services, route] if route else services
+
+
+def revision_names(services: list[dict[str, Any]]) -> dict[str, str]:
+    """Version -> the name of the revision its Service's template makes."""
+    return {
         s["metadata"]["labels"][VERSION_LABEL]: s["spec"]["template"]["metadata"]["name"]
         for s in services
     }
-    route = make_route(state, revisions)
-    return [*services, route] if route else services
 
 
 def _runtime_env(

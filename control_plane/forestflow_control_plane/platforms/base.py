@@ -24,9 +24,12 @@ class TrialError(RuntimeError):
 
 @dataclass(frozen=True)
 class VariantStatus:
+    """`failure`: why its current revision will never be ready; None while it is or may be."""
+
     version: str
     ready: bool
     replicas: int
+    failure: str | None = None
 
 
 class Platform(Protocol):
@@ -35,6 +38,11 @@ class Platform(Protocol):
         ...
 
     def observe(self, contract: str) -> dict[str, VariantStatus]:
+        ...
+
+    def served(self, contract: str) -> dict[str, int] | None:
+        """The split the contract's ingress serves now, by version (shares above 0 only);
+        None where what is applied is served at once (local)."""
         ...
 
     def contracts(self) -> set[str]:

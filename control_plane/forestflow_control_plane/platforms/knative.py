@@ -1,17 +1,16 @@
 """The knative platform: the builders' objects, server-side applied to a cluster.
 
 Each apply sends the contract's whole desired state as the `forestflow` field manager:
-Services first, then the Route once every revision it names exists, then deletes what is no
-longer desired, the Route's change first so that no traffic goes to a Service being deleted.
-An unchanged object keeps its resourceVersion, so a repeated apply changes nothing and says
-so. The `--dry-run` views of the same objects are knative/render.py's.
-"""
+the Services, then the Route over the revisions Knative reports Ready, then deletes what is
+no longer desired, a Service only once the Route's status no longer names it, so no request
+goes to a Service being deleted. An unchanged object keeps its resourceVersion, so a
+repeated apply changes nothing and says so (judged by spec, labels and annotations: Knative
+writes status at any time). The `--dry-run` views of the same objects are knative/render.py's."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -22,8 +21,11 @@ from kubernetes.client.exceptions import ApiException
 from forestflow_control_plane import names
 from forestflow_control_plane.knative import admission
 from forestflow_control_plane.knative.annotations import (
+    CONFIGURATION_GENERATION_LABEL,
     CONTRACT_LABEL,
     GROUP,
+    SERVICE_LABEL,
+    STICKY_HEADER_ANNOTATION,
     VERSION,
     VERSION_LABEL,
 )
@@ -31,6 +33,8 @@ from forestflow_control_plane.knative.render import FIELD_MANAGER
 from forestflow_control_plane.knative.resources import (
     contract_of,
     make_objects,
+    make_route,
+    revision_names,
 )
 from forestflow_control_plane.platforms.base import PlatformError, VariantStatus
 from forestflow_control_plane.policies.desired import DesiredState
@@ -39,9 +43,6 @@ from forestflow_control_plane.settings import Settings, SettingsError
 PLURALS = {"Service": "services", "Route": "routes", "Revision": "revisions"}
 APPLY_PATCH = "application/apply-patch+yaml"
 REQUEST_TIMEOUT_S = 30.0
-# Knative's controller makes a Service's revision within moments of the apply.
-REVISION_WAIT_S = 60.0
-POLL_S = 0.2
 
 
 class KnativePlatform:
@@ -49,7 +50,6 @@ class KnativePlatform:
         self,
         api: client.ApiClient,
         image: str,
-        revision_wait_s: float = REVISION_WAIT_S,
         redis_url: str | None = None,
     ) -> None:
         """`redis_url`: the Redis runtime pods reach, for payload events, shadows and
@@ -57,42 +57,61 @@ class KnativePlatform:
         self._objects = client.CustomObjectsApi(api)
         self._host = api.configuration.host
         self._image = image
-        self._revision_wait_s = revision_wait_s
         self._env = {"FF_REDIS_URL": redis_url} if redis_url else {}
 
     def apply(self, state: DesiredState) -> bool:
         """Apply the contract's objects and delete its objects that are no longer desired;
-        True when the cluster changed. Every object passes admission before any is sent."""
-        objects = make_objects(state, self._image, self._env)
+        True when the cluster changed. Every object passes admission before any is sent.
+
+        The Route names only revisions Knative reports Ready (see resources.routable_split),
+        so a version still loading, or one that never will, holds up no change of the
+        others. A Service no longer desired goes only once the Route's status (what the
+        ingress serves) no longer names it; until then the next apply tries again."""
+        namespace, name = names.split_contract(state.contract)
+        selector = _selector(state.contract)
+        objects = make_objects(state, self._image, self._env)  # every target routable
         admission.check_all(objects)
+        _refuse_gateway_only(objects)
         if not self._env:
             _refuse_without_redis(objects)
-        namespace, _ = names.split_contract(state.contract)
-        selector = _selector(state.contract)
-        versions = {
-            kind: {
-                o["metadata"]["name"]: o["metadata"]["resourceVersion"]
-                for o in self._list(kind, namespace, selector)
-            }
-            for kind in ("Service", "Route")
+        existing = {
+            "Service": self._list("Service", namespace, selector),
+            "Route": self._list("Route", namespace, f"{selector},!{SERVICE_LABEL}"),
+        }
+        before = {
+            kind: {o["metadata"]["name"]: _desired_part(o) for o in listed}
+            for kind, listed in existing.items()
         }
         changed = False
-        for obj in sorted(objects, key=lambda o: o["kind"] == "Route"):  # Services first
-            if obj["kind"] == "Route":
-                self._await_revisions(obj)
-            after = self._apply(obj)
-            changed = after != versions[obj["kind"]].get(obj["metadata"]["name"]) or changed
-        wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
-        for kind in ("Route", "Service"):
-            for name in sorted(versions[kind]):
-                if (kind, name) not in wanted:
-                    self._delete(kind, namespace, name)
+        services = [o for o in objects if o["kind"] == "Service"]
+        for service in services:
+            after = self._apply(service)
+            changed = after != before["Service"].get(service["metadata"]["name"]) or changed
+        revisions = self._list("Revision", namespace, selector)
+        route = make_route(state, _routable(revision_names(services), revisions))
+        if route is not None:
+            changed = self._apply(route) != before["Route"].get(name) or changed
+        # Ours stays while the contract has traffic, as it is while no routable version has
+        # a share; Knative's own per-Service Routes are never listed, so never touched.
+        routed = sum(state.traffic.values()) > 0
+        for other in sorted(before["Route"]):
+            if other != name or not routed:
+                self._delete("Route", namespace, other)
+                changed = True
+        retired = sorted(set(before["Service"]) - {s["metadata"]["name"] for s in services})
+        if retired:
+            served = _served_revisions(self._get("Route", namespace, name))
+            by_revision = {r["metadata"]["name"]: _owner(r) for r in revisions}
+            in_use = {by_revision.get(revision) for revision in served}
+            for service in retired:
+                if service not in in_use:
+                    self._delete("Service", namespace, service)
                     changed = True
         return changed
 
     def observe(self, contract: str) -> dict[str, VariantStatus]:
-        """Each variant's Service readiness (for its current generation) and the pods of its
-        latest ready revision."""
+        """Each variant's Service readiness (for its current generation), the pods of its
+        latest ready revision, and why its desired revision failed, if it did."""
         namespace, _ = names.split_contract(contract)
         selector = _selector(contract)
         revisions = {
@@ -104,8 +123,27 @@ class KnativePlatform:
             latest = (service.get("status") or {}).get("latestReadyRevisionName")
             revision = revisions.get(latest or "") or {}
             replicas = int((revision.get("status") or {}).get("actualReplicas") or 0)
-            statuses[version] = VariantStatus(version, _ready(service), replicas)
+            desired = revisions.get(service["spec"]["template"]["metadata"]["name"])
+            failure = None if desired is None else _failure(desired)
+            statuses[version] = VariantStatus(version, _ready(service), replicas, failure)
         return statuses
+
+    def served(self, contract: str) -> dict[str, int]:
+        """From the Route's status: Knative writes it once the ingress is programmed."""
+        namespace, name = names.split_contract(contract)
+        route = self._get("Route", namespace, name)
+        if route is None:
+            return {}
+        versions = {
+            r["metadata"]["name"]: r["metadata"]["labels"].get(VERSION_LABEL)
+            for r in self._list("Revision", namespace, _selector(contract))
+        }
+        split: dict[str, int] = {}
+        for target in (route.get("status") or {}).get("traffic") or []:
+            version = versions.get(target.get("revisionName", ""))
+            if version is not None and target.get("percent"):
+                split[version] = split.get(version, 0) + int(target["percent"])
+        return split
 
     def contracts(self) -> set[str]:
         """Read across namespaces (the one cluster-wide read; the RBAC in knative/ allows it)."""
@@ -126,9 +164,10 @@ class KnativePlatform:
     def trial_replica(self, service: dict[str, Any]) -> Iterator[str | None]:
         yield None
 
-    def _apply(self, obj: dict[str, Any]) -> str:
-        """Server-side apply `obj`; its resourceVersion afterwards. The body is read raw: an
-        apply that creates answers 201, whose body the generated client does not decode."""
+    def _apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply `obj`; the part of it an apply can change, afterwards. The body
+        is read raw: an apply that creates answers 201, which the generated client does not
+        decode."""
         meta = obj["metadata"]
         with self._errors(f"apply {obj['kind']} {meta['namespace']}/{meta['name']}"):
             response = self._objects.patch_namespaced_custom_object(
@@ -137,35 +176,20 @@ class KnativePlatform:
                 _request_timeout=REQUEST_TIMEOUT_S, _preload_content=False,
             )
             applied = json.loads(cast(urllib3.BaseHTTPResponse, response).data)
-        return str(applied["metadata"]["resourceVersion"])
+        return _desired_part(applied)
 
-    def _await_revisions(self, route: dict[str, Any]) -> None:
-        """Wait until every revision the Route names exists: Knative marks a Route that names
-        a missing revision failed instead of routing it."""
-        namespace, name = route["metadata"]["namespace"], route["metadata"]["name"]
-        deadline = time.monotonic() + self._revision_wait_s
-        for target in route["spec"]["traffic"]:
-            while not self._exists("Revision", namespace, target["revisionName"]):
-                if time.monotonic() > deadline:
-                    raise PlatformError(
-                        f"apply Route {namespace}/{name}: revision {target['revisionName']} did "
-                        f"not appear within {self._revision_wait_s:g}s, so the Route was left "
-                        "as it was; is Knative Serving's controller running?"
-                    )
-                time.sleep(POLL_S)
-
-    def _exists(self, kind: str, namespace: str, name: str) -> bool:
+    def _get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             with self._errors(f"get {kind} {namespace}/{name}"):
-                self._objects.get_namespaced_custom_object(
+                found = self._objects.get_namespaced_custom_object(
                     GROUP, VERSION, namespace, PLURALS[kind], name,
                     _request_timeout=REQUEST_TIMEOUT_S,
                 )
         except PlatformError as exc:
             if exc.status == 404:
-                return False
+                return None
             raise
-        return True
+        return cast(dict[str, Any], found)
 
     def _list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
         with self._errors(f"list {PLURALS[kind]} in {namespace} ({selector})"):
@@ -202,16 +226,68 @@ def _selector(contract: str) -> str:
     return f"{CONTRACT_LABEL}={names.contract_label(contract)}"
 
 
+def _desired_part(obj: dict[str, Any]) -> dict[str, Any]:
+    """What an apply changes: spec, labels, annotations. Not the resourceVersion, which
+    Knative's own status writes move too."""
+    meta = obj["metadata"]
+    return {"spec": obj.get("spec"), "labels": meta.get("labels"),
+            "annotations": meta.get("annotations")}
+
+
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return cast(dict[str, Any], condition)
+    return {}
+
+
+def _failure(revision: dict[str, Any]) -> str | None:
+    """Why Knative gave up on the revision (Ready False: a progress deadline passed, the
+    container exited, the image is missing); None while it is Ready or still trying."""
+    ready = _condition(revision, "Ready")
+    if ready.get("status") != "False":
+        return None
+    return (
+        f"revision {revision['metadata']['name']} failed: {ready.get('reason') or 'not ready'}: "
+        f"{ready.get('message') or '(no message)'}"
+    )
+
+
+def _owner(revision: dict[str, Any]) -> str | None:
+    return (revision["metadata"].get("labels") or {}).get(SERVICE_LABEL)
+
+
+def _routable(desired: dict[str, str], revisions: list[dict[str, Any]]) -> dict[str, str]:
+    """Per version, the revision a Route may target now: the desired one once Ready, else
+    the newest Ready one of the same version (a template change still loading keeps its
+    version served by the revision before it); no entry when it has none."""
+    ready = [r for r in revisions if _condition(r, "Ready").get("status") == "True"]
+    routable = {}
+    for version, name in desired.items():
+        mine = [r for r in ready if r["metadata"]["labels"].get(VERSION_LABEL) == version]
+        if any(r["metadata"]["name"] == name for r in mine):
+            routable[version] = name
+        elif mine:
+            newest = max(mine, key=lambda r: int(
+                r["metadata"]["labels"].get(CONFIGURATION_GENERATION_LABEL, "0")
+            ))
+            routable[version] = newest["metadata"]["name"]
+    return routable
+
+
+def _served_revisions(route: dict[str, Any] | None) -> set[str]:
+    """The revisions the Route's status names: what its ingress is programmed with."""
+    traffic = ((route or {}).get("status") or {}).get("traffic") or []
+    return {t["revisionName"] for t in traffic if t.get("revisionName")}
+
+
 def _ready(obj: dict[str, Any]) -> bool:
     """Ready, as Knative says it of the object's current spec (a status that predates the
     latest generation says nothing of it)."""
     status = obj.get("status") or {}
     if status.get("observedGeneration") != obj["metadata"].get("generation"):
         return False
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
+    return _condition(obj, "Ready").get("status") == "True"
 
 
 def _api_message(exc: ApiException) -> str:
@@ -244,6 +320,20 @@ def from_settings(settings: Settings) -> KnativePlatform:
         api_client(settings.kube_context), settings.runtime_image,
         redis_url=settings.runtime_redis_url,
     )
+
+
+def _refuse_gateway_only(objects: list[dict[str, Any]]) -> None:
+    """What only the local gateway does is refused, not silently dropped: Knative's ingress
+    splits by weight alone."""
+    for obj in objects:
+        header = (obj["metadata"].get("annotations") or {}).get(STICKY_HEADER_ANNOTATION)
+        if obj["kind"] == "Route" and header:
+            raise PlatformError(
+                f"Route {obj['metadata']['namespace']}/{obj['metadata']['name']}: "
+                f"routing.sticky_header ({header}) needs the local platform's gateway; "
+                "Knative's ingress cannot pin a header's value to a version. Remove it to "
+                "serve this contract on knative"
+            )
 
 
 # A runtime with any of these set refuses to start without FF_REDIS_URL.

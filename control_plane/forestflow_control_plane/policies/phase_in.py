@@ -98,6 +98,23 @@ class Linear:
 Plan = Immediate | Canary | Linear
 
 
+# How soon a step that waits for the platform to serve its split looks again.
+SETTLE_RECHECK_S = 2.0
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What the platform says of the rollout: `served`, the split its ingress serves now
+    (None where whatever is applied is served at once), and `failure`, why the candidate
+    will never serve (its revision failed)."""
+
+    served: dict[str, int] | None = None
+    failure: str | None = None
+
+    def took(self, split: dict[str, int]) -> bool:
+        return self.served is None or self.served == {v: p for v, p in split.items() if p > 0}
+
+
 @dataclass(frozen=True)
 class StepResult:
     """The new progress, the split to apply now, and when to step again (None: never)."""
@@ -122,24 +139,35 @@ def split_of(plan: Plan, progress: RolloutProgress) -> dict[str, int]:
     return shift(progress.previous, progress.candidate, percent)
 
 
-def start(plan: Plan, candidate: str, previous: dict[str, int], now: float) -> StepResult:
-    """Begin at the plan's first step; an ungated Immediate plan succeeds right away."""
-    return step(plan, RolloutProgress(candidate, dict(previous), 0, now, now), now, None)
+def start(
+    plan: Plan, candidate: str, previous: dict[str, int], now: float,
+    settled: Settled | None = None,
+) -> StepResult:
+    """Begin at the plan's first step; an ungated Immediate plan succeeds right away where
+    the platform serves what it is given at once, else once it serves it."""
+    progress = RolloutProgress(candidate, dict(previous), 0, now, now)
+    return step(plan, progress, now, None, settled)
 
 
 def step(
-    plan: Plan, progress: RolloutProgress, now: float, gate: GateResult | None
+    plan: Plan, progress: RolloutProgress, now: float, gate: GateResult | None,
+    settled: Settled | None = None,
 ) -> StepResult:
-    """Advance one step if the hold is over and (for a gated plan) the gate passed.
+    """Advance one step if the hold is over, (for a gated plan) the gate passed and the
+    platform serves the current step's split.
 
     A failing gate rolls back at once, even mid-hold: a bad candidate should not wait out
-    its hold. An undecided gate (or none given to a gated plan) holds and asks to be
-    called again after the gate's `recheck_seconds`. An ungated plan ignores `gate`.
-    Paused and finished rollouts do not move. After the last step (100 %) has been held
-    and gated like any other, the rollout succeeds.
+    its hold; so does a candidate the platform says will never serve. An undecided gate
+    (or none given to a gated plan) holds and asks to be called again after the gate's
+    `recheck_seconds`. An ungated plan ignores `gate`. A step the platform does not serve
+    yet holds too, looking again after SETTLE_RECHECK_S: no step starts before the one
+    before it took. Paused and finished rollouts do not move. After the last step (100 %)
+    has been held, gated and served like any other, the rollout succeeds.
     """
     if progress.status != RolloutStatus.RUNNING:
         return _result(plan, progress, None)
+    if settled is not None and settled.failure is not None:
+        return _finish(plan, progress, RolloutStatus.ROLLED_BACK, settled.failure)
     verdict = gate if plan.gate is not None else None
     if verdict is not None and verdict.passed is False:
         return _finish(plan, progress, RolloutStatus.ROLLED_BACK, verdict.reason)
@@ -150,6 +178,8 @@ def step(
         return _result(plan, progress, recheck)
     if plan.gate is not None and (verdict is None or verdict.passed is None):
         return _result(plan, progress, now + plan.gate.recheck_seconds)
+    if settled is not None and not settled.took(split_of(plan, progress)):
+        return _result(plan, progress, now + SETTLE_RECHECK_S)
     if progress.step >= plan.last_step():
         reason = verdict.reason if verdict is not None else "all steps held"
         return _finish(plan, progress, RolloutStatus.SUCCEEDED, reason)

@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from forestflow_control_plane.platforms.base import Platform
+from forestflow_control_plane.platforms.base import Platform, PlatformError
 from forestflow_control_plane.policies import lifecycle, phase_in
 from forestflow_control_plane.policies.desired import desired_state, nothing
 from forestflow_control_plane.policies.gates import GateResult
-from forestflow_control_plane.policies.phase_in import StepResult
+from forestflow_control_plane.policies.phase_in import Settled, StepResult
 from forestflow_control_plane.policies.plans import plan_of
 from forestflow_control_plane.rollouts.gate_metrics import MetricsSource, MetricsUnavailableError
 from forestflow_control_plane.settings import SettingsError
@@ -85,6 +85,7 @@ class Rollouts:
         """Begin `version`'s phase-in from the current split; an unfinished rollout of
         another version is aborted first (its split restored). Repeating it is harmless."""
         now = self._clock()
+        settled = self._settled(contract, version)
 
         def change(before: ContractSnapshot) -> tuple[ContractSnapshot, StepResult | None]:
             variant = _variant(before, version)
@@ -101,7 +102,7 @@ class Rollouts:
                 aborted = phase_in.abort(plan, record.progress, f"superseded by {version}")
                 base = lifecycle.with_result(before, aborted, record.token, now)
             previous = {v: p for v, p in base.contract.traffic.items() if p > 0}
-            result = phase_in.start(plan_of(variant.spec), version, previous, now)
+            result = phase_in.start(plan_of(variant.spec), version, previous, now, settled)
             token = (record.token if record else 0) + 1
             return lifecycle.with_result(base, result, token, now), result
 
@@ -111,13 +112,14 @@ class Rollouts:
         """Step the rollout if `token` is still current, judging a gated step's metrics."""
         now = self._clock()
         verdict = self._judge(self._store.get(contract), version, token, now)
+        settled = self._settled(contract, version)
 
         def change(before: ContractSnapshot) -> tuple[ContractSnapshot, StepResult | None]:
             record = _current(before, version, token)
             if record is None:
                 return before, None
             plan = plan_of(_variant(before, version).spec)
-            result = phase_in.step(plan, record.progress, now, verdict)
+            result = phase_in.step(plan, record.progress, now, verdict, settled)
             after = lifecycle.with_result(before, result, token + 1, now)
             if verdict is not None and after.contract.rollout is not None:
                 gate = GateVerdict(verdict.passed, verdict.reason, now)
@@ -200,6 +202,19 @@ class Rollouts:
         for contract in orphans:
             self._platform.apply(nothing(contract))
         return orphans
+
+    def _settled(self, contract: str, version: str) -> Settled | None:
+        """What the platform serves and whether the candidate failed; None where the platform
+        serves what it is given at once. A platform that cannot be read holds the step, as
+        metrics that cannot be read hold a gate."""
+        try:
+            served = self._platform.served(contract)
+            if served is None:
+                return None
+            status = self._platform.observe(contract).get(version)
+        except PlatformError:
+            return Settled(served={})
+        return Settled(served, None if status is None else status.failure)
 
     def _judge(
         self, snapshot: ContractSnapshot, version: str, token: int, now: float

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from forestflow_control_plane import names
 from forestflow_control_plane.spec.variant import ContractSpec, Strict, VariantSpec
 
 
@@ -147,6 +148,19 @@ class ModelFile(Strict):
         if value is True:
             return {}
         return None if value is False else value
+
+    @model_validator(mode="after")
+    def _tag_host_fits(self) -> ModelFile:
+        """The version's own host is `<version>-<name>.<namespace>.<domain>`: its first label,
+        like every DNS label, holds at most 63 characters, or Knative fails the whole Route."""
+        label = names.tag_host_label(self.contract.name, self.variant.version)
+        if len(label) > names.DNS_LABEL_MAX:
+            raise ValueError(
+                f"variant.version: {label!r}, the version's host label (<version>-<contract "
+                f"name>), is {len(label)} characters; at most {names.DNS_LABEL_MAX}: shorten "
+                "the version or the contract's name"
+            )
+        return self
 
     @model_validator(mode="after")
     def _shadow_rolls_out_nothing(self) -> ModelFile:

@@ -116,6 +116,9 @@ class LocalPlatform:
         owners = (contract_of(orjson.loads(raw)) for rows in pipe.execute() for raw in rows)
         return {contract for contract in owners if contract is not None}
 
+    def served(self, contract: str) -> None:
+        return None
+
     def replica_urls(self, contract: str, version: str) -> list[str]:
         """Base URLs of the variant's running replicas. Read from the supervisor's PID files
         (`<home>/pids/runtimes/<namespace>_<service>-<port>.pid`, see Supervisor.start): the

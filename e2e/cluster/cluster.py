@@ -1,0 +1,295 @@
+"""The test cluster: Kubernetes' and Knative Serving's own servers as processes inside a
+network namespace of their own, set up as a cluster install would set them up.
+
+Inside the namespace: etcd, kube-apiserver (RBAC on), kube-controller-manager,
+kube-scheduler, kwok (fake nodes whose pods become Running and Ready without running a
+container), and Knative's webhook, controller and autoscaler, each on the RBAC of Knative's
+own `controller` ServiceAccount. The fake pod and Service addresses exist only in that
+namespace, which has no route anywhere: a packet to one never leaves it. From outside,
+the API server is reached only through a socat pair on 127.0.0.1 joined by a Unix socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config, dynamic
+from kubernetes.client.exceptions import ApiException
+
+from e2e.cluster import manifests, pki
+
+NETNS = os.environ.get("FF_CLUSTER_NETNS", "forestflow-cluster")
+API_PORT = 6443
+HOST_IP = "10.200.0.10"  # on the namespace's loopback: where Kubernetes refuses 127.0.0.1
+SERVICE_RANGE = "10.96.0.0/16"
+POD_RANGE = "10.244.0.0/16"
+NODE = "kwok-node-0"
+RUNTIME_IMAGE = "dev.local/forestflow-runtime:cpu"  # never pulled: kwok runs no container
+WORKER_SA = ("forestflow", "forestflow-control-plane")
+KNATIVE_SA = ("knative-serving", "controller")
+KNATIVE = ("webhook", "controller", "autoscaler")
+READY_TIMEOUT_S = 180.0
+TOKEN_S = 7 * 24 * 3600
+
+
+def wait(what: str, check: Callable[[], object], timeout: float = READY_TIMEOUT_S) -> None:
+    """Until `check` is truthy; an error from it counts as not yet, until the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except (ApiException, OSError, ValueError):
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise SystemExit(f"cluster: {what} not ready within {timeout:g} s")
+        time.sleep(0.25)
+
+
+class Cluster:
+    def __init__(self, home: Path, bin_dir: Path) -> None:
+        self.home = home
+        self.bin = bin_dir
+        self.manifests = bin_dir.parent / "manifests"
+        self.pki = home / "pki"
+
+    def up(self) -> Path:
+        """Start everything; the env file that points clients at the cluster."""
+        self.home.mkdir(parents=True)
+        pki.make(self.pki, hosts=["localhost", "kubernetes", "kubernetes.default",
+                                  "kubernetes.default.svc"],
+                 ips=["127.0.0.1", HOST_IP, "10.96.0.1"])
+        self._namespace()
+        port = int(os.environ.get("FF_CLUSTER_PORT") or _free_port())
+        admin = self._kubeconfig("admin.kubeconfig", port, {"ff-admin": self._admin()})
+        api = config.new_client_from_config(str(admin))
+        self._kubernetes(port, api)
+        self._knative(api, admin)
+        token = _token(api, *WORKER_SA)
+        kubeconfig = self._kubeconfig("kubeconfig", port, {
+            "ff-admin": self._admin(), "ff-worker": {"token": token},
+        })
+        env = self.home / "env.sh"
+        env.write_text(
+            f"export KUBECONFIG={kubeconfig}\nexport FF_KUBE_CONTEXT=ff-worker\n"
+            f"export FF_RUNTIME_IMAGE={RUNTIME_IMAGE}\nexport FF_TEST_CLUSTER={self.home}\n"
+        )
+        return env
+
+    def _namespace(self) -> None:
+        subprocess.run(["ip", "netns", "add", NETNS], check=True)
+        for command in (["link", "set", "lo", "up"],
+                        ["addr", "add", f"{HOST_IP}/32", "dev", "lo"]):
+            subprocess.run(["ip", "netns", "exec", NETNS, "ip", *command], check=True)
+
+    def _kubernetes(self, port: int, api: client.ApiClient) -> None:
+        inner = self._kubeconfig("inner.kubeconfig", API_PORT, {"ff-admin": self._admin()})
+        p = self.pki
+        self._start("etcd", [
+            "etcd", "--data-dir", str(self.home / "etcd"), "--name", "ff",
+            "--listen-client-urls", "http://127.0.0.1:2379",
+            "--advertise-client-urls", "http://127.0.0.1:2379",
+            "--listen-peer-urls", "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+            "--initial-cluster", "ff=http://127.0.0.1:2380", "--log-level", "warn",
+            "--unsafe-no-fsync",
+        ])
+        self._start("kube-apiserver", [
+            "kube-apiserver", "--etcd-servers", "http://127.0.0.1:2379",
+            "--bind-address", "0.0.0.0", "--advertise-address", HOST_IP,
+            "--secure-port", str(API_PORT), "--client-ca-file", str(p / "ca.crt"),
+            "--tls-cert-file", str(p / "apiserver.crt"),
+            "--tls-private-key-file", str(p / "apiserver.key"),
+            "--service-account-issuer", "https://kubernetes.default.svc",
+            "--service-account-key-file", str(p / "sa.pub"),
+            "--service-account-signing-key-file", str(p / "sa.key"),
+            "--service-cluster-ip-range", SERVICE_RANGE, "--authorization-mode", "Node,RBAC",
+            "--profiling=false", "--v=1",
+        ])
+        joint = self.home / "api.sock"
+        self._start("forward-in", ["socat", f"UNIX-LISTEN:{joint},fork",
+                                   f"TCP:127.0.0.1:{API_PORT}"])
+        self._start("forward-out", ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr",
+                                    f"UNIX-CONNECT:{joint}"], in_netns=False)
+        core = client.CoreV1Api(api)
+        wait("kube-apiserver", lambda: core.read_namespace("default", _request_timeout=2))
+        identity = ["--kubeconfig", str(inner), "--authentication-kubeconfig", str(inner),
+                    "--authorization-kubeconfig", str(inner), "--leader-elect=false",
+                    "--bind-address", "127.0.0.1", "--v=1"]
+        self._start("kube-controller-manager", [
+            "kube-controller-manager", *identity,
+            "--service-account-private-key-file", str(p / "sa.key"),
+            "--root-ca-file", str(p / "ca.crt"), "--use-service-account-credentials",
+        ])
+        self._start("kube-scheduler", ["kube-scheduler", *identity])
+        stages = self.home / "kwok.yaml"
+        stages.write_text(manifests.kwok_stages(self.manifests))
+        self._start("kwok", [
+            "kwok", "--kubeconfig", str(inner), "--config", str(stages),
+            "--manage-all-nodes=true", "--cidr", POD_RANGE, "--node-ip", "10.200.0.1",
+            "--node-lease-duration-seconds", "40",
+        ])
+        core.create_node(manifests.fake_node(NODE))
+        wait(f"node {NODE}", lambda: any(
+            c.type == "Ready" and c.status == "True"
+            for c in core.read_node(NODE).status.conditions or []
+        ))
+        wait("ServiceAccount default/default",
+             lambda: core.read_namespaced_service_account("default", "default"))
+
+    def _knative(self, api: client.ApiClient, admin: Path) -> None:
+        objects, webhooks = manifests.knative(self.manifests)
+        crds = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
+        dyn = dynamic.DynamicClient(api)
+        for crd in crds:
+            _apply(dyn, crd)
+        extensions = client.ApiextensionsV1Api(api)
+        for crd in crds:
+            name = crd["metadata"]["name"]
+            wait(f"CRD {name}", lambda name=name: any(
+                c.type == "Established" and c.status == "True"
+                for c in extensions.read_custom_resource_definition(name).status.conditions
+            ))
+        dyn = dynamic.DynamicClient(api)  # discovery again, with the new kinds
+        for obj in [o for o in objects if o not in crds] + manifests.forestflow_rbac():
+            _apply(dyn, obj)
+        core = client.CoreV1Api(api)
+        wait("Knative's ServiceAccount",
+             lambda: core.read_namespaced_service_account(KNATIVE_SA[1], KNATIVE_SA[0]))
+        inner = self._kubeconfig("knative.kubeconfig", API_PORT, {
+            "knative": {"token": _token(api, *KNATIVE_SA)},
+        })
+        for offset, component in enumerate(KNATIVE):
+            self._start(f"knative-{component}", [f"knative-{component}"], env={
+                "SYSTEM_NAMESPACE": "knative-serving", "KUBECONFIG": str(inner),
+                "CONFIG_LOGGING_NAME": "config-logging",
+                "CONFIG_OBSERVABILITY_NAME": "config-observability",
+                "METRICS_DOMAIN": "knative.dev/serving", "POD_IP": HOST_IP,
+                "POD_NAME": f"{component}-0", "PROFILING_PORT": str(18008 + offset),
+                "WEBHOOK_NAME": "webhook", "WEBHOOK_PORT": "443",
+            })
+        for obj in webhooks:
+            _apply(dyn, obj)
+        self._start("ingress", [sys.executable, "-m", "e2e.cluster.ingress", str(admin)],
+                    in_netns=False)
+        wait("Knative's webhook (a dry-run Service)", lambda: _webhook_defaults(api))
+        for obj in manifests.forestflow_config():
+            _apply(dyn, obj)  # through Knative's ConfigMap webhook: a refusal stops here
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+               in_netns: bool = True) -> None:
+        """A process of the cluster (a built binary by its name, else a command), in the
+        namespace unless said otherwise; its PID goes to pids/ for `down`."""
+        binary = self.bin / argv[0]
+        command = [str(binary) if binary.exists() else argv[0], *argv[1:]]
+        prefix = ["ip", "netns", "exec", NETNS] if in_netns else []
+        (self.home / "logs").mkdir(exist_ok=True)
+        with (self.home / "logs" / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [*prefix, *command], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})}, start_new_session=True,
+            )
+        (self.home / "pids").mkdir(exist_ok=True)
+        (self.home / "pids" / name).write_text(str(process.pid))
+
+    def _admin(self) -> dict[str, str]:
+        return {"client-certificate": str(self.pki / "admin.crt"),
+                "client-key": str(self.pki / "admin.key")}
+
+    def _kubeconfig(self, name: str, port: int, users: dict[str, dict[str, str]]) -> Path:
+        """A kubeconfig with a context per user, named as the user; the first is current."""
+        path = self.home / name
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": next(iter(users)),
+            "clusters": [{"name": "ff", "cluster": {
+                "server": f"https://127.0.0.1:{port}",
+                "certificate-authority": str(self.pki / "ca.crt"),
+            }}],
+            "users": [{"name": user, "user": fields} for user, fields in users.items()],
+            "contexts": [{"name": user, "context": {"cluster": "ff", "user": user}}
+                         for user in users],
+        }))
+        path.chmod(0o600)
+        return path
+
+
+def down(home: Path) -> None:
+    """Stop every process `up` started and remove the namespace; quiet when nothing runs."""
+    pids = home / "pids"
+    started = [int(p.read_text()) for p in pids.iterdir()] if pids.is_dir() else []
+    for pid in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for pid in started:
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    subprocess.run(["ip", "netns", "del", NETNS], stderr=subprocess.DEVNULL, check=False)
+    subprocess.run(["rm", "-rf", str(home)], check=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _apply(dyn: dynamic.DynamicClient, obj: dict[str, Any]) -> None:
+    """Create, or merge into what is there (ForestFlow's ConfigMaps over Knative's)."""
+    resource = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+    namespace = obj["metadata"].get("namespace")
+    try:
+        resource.create(body=obj, namespace=namespace)
+        return
+    except ApiException as exc:
+        if exc.status != 409:
+            raise SystemExit(f"cluster: create {obj['kind']} {obj['metadata']['name']}: "
+                             f"{exc.status} {exc.body}") from None
+    try:
+        resource.patch(body=obj, namespace=namespace, content_type="application/merge-patch+json")
+    except ApiException as exc:
+        raise SystemExit(f"cluster: {obj['kind']} {obj['metadata']['name']} refused: "
+                         f"{exc.status} {exc.body}") from None
+
+
+def _token(api: client.ApiClient, namespace: str, account: str) -> str:
+    request = client.CoreV1Api(api).create_namespaced_service_account_token(
+        account, namespace, {"spec": {"expirationSeconds": TOKEN_S}}
+    )
+    return str(request.status.token)
+
+
+def _webhook_defaults(api: client.ApiClient) -> bool:
+    """Knative's webhook has its certificate and defaults a Service: the API server
+    reaches it."""
+    service = {
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "probe", "namespace": "default"},
+        "spec": {"template": {"spec": {"containers": [{"image": RUNTIME_IMAGE}]}}},
+    }
+    created = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "serving.knative.dev", "v1", "default", "services", service, dry_run="All",
+        _request_timeout=5,
+    )
+    return bool(created["spec"]["template"]["spec"].get("timeoutSeconds"))

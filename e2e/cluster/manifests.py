@@ -1,0 +1,95 @@
+"""What the test cluster is set up from: Knative Serving's own config/core (copied by build.sh
+from the pinned modules), adapted only where a process outside the cluster stands for a pod,
+then ForestFlow's knative/config-*.yaml on top, as a user applies them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+# Run as processes next to the API server rather than as pods (no container runtime here).
+AS_PROCESSES = {"controller", "webhook", "autoscaler"}
+# Not for this cluster: autoscaling of Knative's own pods, cert-manager certificates, and
+# the queue-proxy image cache (no image is ever pulled).
+SKIPPED_KINDS = {"HorizontalPodAutoscaler", "PodDisruptionBudget", "Certificate", "Image"}
+QUEUE_IMAGE = "dev.local/knative-queue:v1.23"
+
+
+def _documents(path: Path) -> Iterator[dict[str, Any]]:
+    for document in yaml.safe_load_all(path.read_text()):
+        if document:
+            yield document
+
+
+def _adapted(obj: dict[str, Any]) -> dict[str, Any] | None:
+    kind, name = obj["kind"], obj["metadata"]["name"]
+    namespace = obj["metadata"].get("namespace")
+    if kind in SKIPPED_KINDS:
+        return None
+    if kind == "Deployment" and name in AS_PROCESSES:
+        return None
+    if kind == "Service" and namespace == "knative-serving" and name == "webhook":
+        # The API server calls admission webhooks by their Service; this one is the webhook
+        # process on the cluster namespace's own loopback.
+        obj["spec"] = {"type": "ExternalName", "externalName": "localhost",
+                       "ports": [{"name": "https-webhook", "port": 443}]}
+    if kind == "ConfigMap" and name == "config-deployment":
+        obj["data"]["queue-sidecar-image"] = QUEUE_IMAGE
+    return obj
+
+
+def forestflow_config() -> list[dict[str, Any]]:
+    """ForestFlow's settings of Knative (knative/config-*.yaml), applied as a user does: on
+    a running Knative, whose webhook validates each ConfigMap."""
+    return [o for p in sorted((REPO / "knative").glob("config-*.yaml")) for o in _documents(p)]
+
+
+def knative(manifests: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(everything but the webhook configurations, the webhook configurations): the second
+    list goes in only once the objects they would check are all in."""
+    files = sorted((manifests / "serving").rglob("*.yaml"))
+    files += sorted((manifests / "networking").glob("*.yaml"))
+    files += sorted((manifests / "caching").glob("*.yaml"))
+    objects, webhooks = [], []
+    for path in files:
+        for obj in _documents(path):
+            adapted = _adapted(obj)
+            if adapted is None:
+                continue
+            if adapted["kind"].endswith("WebhookConfiguration"):
+                webhooks.append(adapted)
+            else:
+                objects.append(adapted)
+    order = {"Namespace": 0, "CustomResourceDefinition": 1}
+    objects.sort(key=lambda o: order.get(o["kind"], 2))
+    return objects, webhooks
+
+
+def forestflow_rbac() -> list[dict[str, Any]]:
+    """The control plane's Namespace, ServiceAccount, ClusterRole and binding, from the very
+    manifest a cluster install applies: the worker in the tests holds exactly that role."""
+    kinds = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    return [o for o in _documents(REPO / "knative" / "control-plane.yaml") if o["kind"] in kinds]
+
+
+def kwok_stages(manifests: Path) -> str:
+    """kwok's own "fast" stages: nodes become Ready and stay so (their leases renewed), pods
+    Running and Ready, deleted pods go."""
+    return "\n---\n".join(p.read_text() for p in sorted((manifests / "kwok").glob("*.yaml")))
+
+
+def fake_node(name: str) -> dict[str, Any]:
+    capacity = {"cpu": "64", "memory": "256Gi", "pods": "250", "nvidia.com/gpu": "8"}
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake"},
+            "labels": {"type": "kwok", "kubernetes.io/hostname": name},
+        },
+        "status": {"allocatable": capacity, "capacity": capacity},
+    }
