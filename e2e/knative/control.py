@@ -8,9 +8,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
+import pytest
 from kubernetes import client
 from redis import Redis
 from rq import Queue
@@ -23,12 +26,24 @@ from forestflow_control_plane.spec.model_file import ModelFile, validate_model_f
 from forestflow_control_plane.state.records import RolloutRecord
 from forestflow_control_plane.state.store import Store
 
+READY_S = 300.0
+T = TypeVar("T")
 WORKER = [sys.executable, "-m", "forestflow_control_plane", "worker"]
 PROMETHEUS_MISSING = (
     "FF_PROMETHEUS_URL: a Prometheus scraping the cluster's runtime pods (see "
     "knative/prometheus/scrape.yaml); gates cannot scrape pods from outside the cluster, and "
     "the knative worker needs it to start (metrics.source_for)"
 )
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = READY_S) -> T:
+    """`check`'s first truthy answer, asked every 0.2 s; the test fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.2)
+    return found
 
 
 def spec(

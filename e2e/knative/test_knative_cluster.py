@@ -26,22 +26,23 @@ from forestflow_control_plane.platforms.knative import KnativePlatform
 from forestflow_control_plane.policies.desired import DesiredState, DesiredVariant
 from forestflow_control_plane.rollouts.deploys import specs_of
 from forestflow_control_plane.spec.model_file import ModelFile
+from tests.control_plane import knative_agreement as agreement
 
-from .control import Workers, enqueue_deploy, finished, rollout, spec, states, traffic
+from .control import (
+    Workers,
+    enqueue_deploy,
+    finished,
+    rollout,
+    spec,
+    states,
+    traffic,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(600)
-READY_S = 120.0
 T = TypeVar("T")
 MODELS = "http://models.invalid"  # never fetched: kwok runs no container
-
-
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = READY_S) -> T:
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.2)
-    return found
+REPO = Path(__file__).resolve().parents[2]
 
 
 def objects(kube: client.ApiClient) -> client.CustomObjectsApi:
@@ -70,35 +71,6 @@ def condition(obj: dict[str, Any] | None, kind: str) -> str | None:
     return None
 
 
-def served(route: dict[str, Any] | None) -> dict[str, int]:
-    """tag -> percent in the Route's status, the versions with a share only."""
-    traffic = ((route or {}).get("status") or {}).get("traffic") or []
-    return {t["tag"]: t["percent"] for t in traffic if t.get("percent")}
-
-
-def applied(
-    platform: KnativePlatform, desired: DesiredState, kube: client.ApiClient, want: dict[str, int]
-) -> dict[str, Any]:
-    """Apply `desired` again and again, as the reconcile does, until its Route serves `want`
-    (the Route's name: the contract's)."""
-    namespace, name = desired.contract.split("/")
-
-    def done() -> dict[str, Any] | None:
-        platform.apply(desired)
-        return settled(get(kube, namespace, "routes", name), want)
-
-    return wait_for(done, f"the Route to serve {want}")
-
-
-def settled(route: dict[str, Any] | None, want: dict[str, int]) -> dict[str, Any] | None:
-    """The Route once Knative has programmed its current spec and serves `want`."""
-    if route is None or served(route) != want:
-        return None
-    current = route["status"].get("observedGeneration") == route["metadata"]["generation"]
-    ready = condition(route, "Ready") == condition(route, "AllTrafficAssigned") == "True"
-    return route if current and ready else None
-
-
 def state(*models: ModelFile, traffic: dict[str, int]) -> DesiredState:
     """The desired state of a contract serving `models`' variants with `traffic`."""
     contract_spec = specs_of(models[0])[0]
@@ -117,44 +89,66 @@ def model(namespace: str, version: str, **variant: Any) -> ModelFile:
     )
 
 
-def test_knatives_own_routes_survive_ten_applies(
+class Real:
+    """The test cluster, read as the test's own admin; `eventually` waits for Knative."""
+
+    def __init__(self, kube: client.ApiClient, namespace: str) -> None:
+        self.kube, self.namespace = kube, namespace
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return get(self.kube, namespace, plural, name)
+
+    def names(self, plural: str, namespace: str) -> list[str]:
+        return sorted(o["metadata"]["name"] for o in listed(self.kube, namespace, plural))
+
+    def eventually(self, check: Callable[[], T | None], what: str) -> T:
+        return wait_for(check, what)
+
+    def quiet(self) -> dict[tuple[str, str], str]:
+        """Resource versions once Knative has stopped writing status for a second."""
+
+        def versions() -> dict[tuple[str, str], str]:
+            return {
+                (plural, o["metadata"]["name"]): o["metadata"]["resourceVersion"]
+                for plural in ("services", "routes")
+                for o in listed(self.kube, self.namespace, plural)
+            }
+
+        def settled() -> dict[tuple[str, str], str] | None:
+            seen = versions()
+            time.sleep(1)
+            return seen if versions() == seen else None
+
+        return wait_for(settled, "Knative to stop writing status")
+
+
+def test_knatives_own_routes_survive_applies(
     kube: client.ApiClient, platform: KnativePlatform, namespace: str
 ) -> None:
     desired = state(model(namespace, "v1"), model(namespace, "v2"), traffic={"v1": 50, "v2": 50})
-    platform.apply(desired)
-    owned = ("ff-mlp-v1", "ff-mlp-v2")
-    uids = wait_for(lambda: {
-        name: route["metadata"]["uid"]
-        for name in owned if (route := get(kube, namespace, "routes", name)) is not None
-    } if all(get(kube, namespace, "routes", n) for n in owned) else None,
-        "Knative's Route of each Service")
-    for _ in range(10):
-        platform.apply(desired)
-    for name in owned:
-        route = get(kube, namespace, "routes", name)
-        assert route is not None and route["metadata"]["uid"] == uids[name]
-        assert route["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
-    assert get(kube, namespace, "routes", "mlp") is not None
+    agreement.knatives_own_routes_survive_applies(
+        platform, Real(kube, namespace), desired, {"v1": 50, "v2": 50}
+    )
 
 
-def test_a_second_apply_of_the_same_state_changes_no_resource_version(
+def test_a_second_apply_changes_nothing(
     kube: client.ApiClient, platform: KnativePlatform, namespace: str
 ) -> None:
     desired = state(model(namespace, "v1"), model(namespace, "v2"), traffic={"v1": 70, "v2": 30})
-    applied(platform, desired, kube, {"v1": 70, "v2": 30})
+    real = Real(kube, namespace)
+    agreement.a_second_apply_changes_nothing(
+        platform, real, desired, {"v1": 70, "v2": 30}, real.quiet
+    )
 
-    def versions() -> dict[tuple[str, str], str]:
-        return {
-            (plural, o["metadata"]["name"]): o["metadata"]["resourceVersion"]
-            for plural in ("services", "routes") for o in listed(kube, namespace, plural)
-        }
 
-    # Knative's last status writes first (they move resource versions too), then ours.
-    before = wait_for(lambda: (seen := versions()) == (time.sleep(1) or versions()) and seen,
-                      "Knative to stop writing status")
-    assert platform.apply(desired) is False
-    assert platform.apply(desired) is False
-    assert versions() == before
+def test_an_unready_version_is_no_target(
+    kube: client.ApiClient, platform: KnativePlatform, namespace: str
+) -> None:
+    stuck = model(namespace, "v2", resources={"cpu": "500"})  # more than the one node has
+    desired = state(model(namespace, "v1"), stuck, traffic={"v1": 90, "v2": 10})
+    agreement.an_unready_version_is_no_target(
+        platform, Real(kube, namespace), desired, "v2", {"v1": 100}
+    )
 
 
 class Events:
@@ -196,7 +190,7 @@ def test_a_retired_service_goes_only_after_the_routes_status_stops_naming_it(
 ) -> None:
     v1, v2 = model(namespace, "v1"), model(namespace, "v2")
     both = state(v1, v2, traffic={"v1": 50, "v2": 50})
-    applied(platform, both, kube, {"v1": 50, "v2": 50})
+    agreement.serving(platform, Real(kube, namespace), both, {"v1": 50, "v2": 50})
     routes, services = Events(kube, namespace, "routes"), Events(kube, namespace, "services")
     alone = state(v1, traffic={"v1": 100})
     wait_for(lambda: not platform.apply(alone) and get(
@@ -212,7 +206,7 @@ def test_a_retired_service_goes_only_after_the_routes_status_stops_naming_it(
         }
     )
     assert moved_at < deleted_at
-    assert settled(get(kube, namespace, "routes", "mlp"), {"v1": 100})
+    assert agreement.settled(get(kube, namespace, "routes", "mlp"), {"v1": 100})
 
 
 def test_a_version_that_never_becomes_ready_holds_up_no_traffic_change_of_the_others(
@@ -221,15 +215,16 @@ def test_a_version_that_never_becomes_ready_holds_up_no_traffic_change_of_the_ot
     v1, v3 = model(namespace, "v1"), model(namespace, "v3")
     # More CPU than the cluster's one (fake) node has: its pod is never scheduled.
     stuck = model(namespace, "v2", resources={"cpu": "500"})
+    real = Real(kube, namespace)
     for split in ({"v1": 50, "v3": 50}, {"v1": 20, "v3": 80}):
-        applied(platform, state(v1, stuck, v3, traffic={**split, "v2": 0}), kube, split)
+        agreement.serving(platform, real, state(v1, stuck, v3, traffic={**split, "v2": 0}), split)
     service = get(kube, namespace, "services", "ff-mlp-v2")
     assert service is not None
     revision = service["spec"]["template"]["metadata"]["name"]
     assert condition(get(kube, namespace, "revisions", revision), "Ready") != "True"
     # Even with a share of its own, the unready version is not a target: the others carry it.
     with_share = state(v1, stuck, v3, traffic={"v1": 45, "v2": 10, "v3": 45})
-    applied(platform, with_share, kube, {"v1": 50, "v3": 50})
+    agreement.serving(platform, real, with_share, {"v1": 50, "v3": 50})
 
 
 @pytest.fixture
@@ -270,7 +265,7 @@ def test_a_candidate_that_never_becomes_ready_fails_its_rollout_with_the_reason(
     assert "Insufficient cpu" in reason, reason
     assert states(redis, contract)["v2"] == "failed"
     assert traffic(redis, contract) == {"v1": 100}
-    assert settled(get(kube, namespace, "routes", "mlp"), {"v1": 100})
+    assert agreement.settled(get(kube, namespace, "routes", "mlp"), {"v1": 100})
 
 
 def test_each_canary_step_is_served_before_the_next_begins(
@@ -280,7 +275,7 @@ def test_each_canary_step_is_served_before_the_next_begins(
     assert deployed(redis, workers, model(namespace, "v1")) == "succeeded"
     v2 = spec(namespace, "v2", MODELS, rollout=canary([10, 50, 100]))
     assert deployed(redis, workers, v2) == "succeeded"
-    settled_route = wait_for(lambda: settled(get(kube, namespace, "routes", "mlp"),
+    settled_route = wait_for(lambda: agreement.settled(get(kube, namespace, "routes", "mlp"),
                                               {"v2": 100}), "v2 at 100 %")
     assert settled_route is not None
     seen = [o for _, o in route_events.stop() if o["metadata"]["name"] == "mlp"]
@@ -292,7 +287,7 @@ def test_each_canary_step_is_served_before_the_next_begins(
                 f"the spec moved to {asked} before the Route served {specs[-1]}"
             )
             specs.append(asked)
-        statuses.append(served(route))
+        statuses.append(agreement.served(route))
     assert specs == [{"v1": 100}, {"v1": 90, "v2": 10}, {"v1": 50, "v2": 50}, {"v2": 100}]
 
 
@@ -307,7 +302,7 @@ def test_names_at_the_limits_apply_and_one_past_them_is_refused_by_dry_run(
     at_limit = longest.model_copy(update={"contract": named})
     version = at_limit.variant.version
     desired = state(at_limit, traffic={version: 100})
-    applied(platform, desired, kube, {version: 100})
+    agreement.serving(platform, Real(kube, namespace), desired, {version: 100})
 
     past = tmp_path / "model.yaml"
     past.write_text(yaml.safe_dump({
@@ -322,3 +317,24 @@ def test_names_at_the_limits_apply_and_one_past_them_is_refused_by_dry_run(
     assert ran.returncode == 2, ran
     said = " ".join(ran.stderr.split())  # as the terminal wraps it
     assert "variant.version:" in said and "is 64 characters; at most 63" in said, said
+
+
+def test_knatives_webhook_takes_forestflows_config_and_refuses_what_it_refused_before(
+    kube: client.ApiClient,
+) -> None:
+    """knative/config-autoscaler.yaml once set max-scale-limit without max-scale, which
+    Knative 1.23 refuses; only its own ConfigMap webhook said so."""
+    core = client.CoreV1Api(kube)
+    for path in sorted((REPO / "knative").glob("config-*.yaml")):
+        config_map = yaml.safe_load(path.read_text())
+        core.patch_namespaced_config_map(
+            config_map["metadata"]["name"], "knative-serving", config_map, dry_run="All"
+        )
+    broken = yaml.safe_load((REPO / "knative" / "config-autoscaler.yaml").read_text())
+    broken["data"]["max-scale"] = "0"
+    with pytest.raises(client.ApiException) as refused:
+        core.patch_namespaced_config_map(
+            "config-autoscaler", "knative-serving", broken, dry_run="All"
+        )
+    assert refused.value.status == 400
+    assert "max-scale = 0, must be in [1, max-scale-limit(100)] range" in str(refused.value.body)

@@ -5,9 +5,7 @@ moves the Route's traffic between revisions; removing the contract removes its o
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
@@ -24,12 +22,12 @@ from forestflow_control_plane.spec.model_file import ModelFile, validate_model_f
 from forestflow_control_plane.state.store import Store
 from tests.control_plane.test_rollouts import Clock
 
+from .control import wait_for
+
 pytestmark = [pytest.mark.timeout(900), pytest.mark.data_plane]
 
-READY_S = 300.0
 ROW = [0.1, 0.2, 0.3, 0.4]
 NONE_YET = VariantStatus("", ready=False, replicas=0)
-T = TypeVar("T")
 
 
 def model_file(
@@ -74,15 +72,6 @@ class World:
 @pytest.fixture
 def world(redis: Redis, platform: KnativePlatform) -> World:
     return World(redis, platform)
-
-
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = READY_S) -> T:
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(1)
-    return found
 
 
 def routed(kube: client.ApiClient, namespace: str, want: dict[str, int]) -> dict[str, Any] | None:

@@ -7,7 +7,8 @@ on a conflict unless forced, resourceVersion and generation moved only by a real
 and `Status` bodies for 400/404/409/415/422. Services and Routes are validated against the
 upstream CRD schemas as the API server validates them. Where a test needs Knative's controller,
 it plays that too: an applied Service's template becomes a Revision (Ready at once unless
-`ready_revisions` is off), a Route's spec goes into its status once all its targets are
+`ready_revisions` is off; failed Unschedulable when it asks more CPU than the one node of the
+test cluster has), a Route's spec goes into its status once all its targets are
 Ready (unless `program_routes` is off), each Service gets its own Route carrying the
 Service's labels, deleting a Service deletes what it owns, and `set_status` writes a status.
 Every request is recorded in `requests`.
@@ -275,7 +276,7 @@ class FakeKube:
             f"{GROUP}/configuration": meta["name"],
             f"{GROUP}/configurationGeneration": str(generation),
         }
-        status = {"conditions": [{"type": "Ready", "status": "True"}]}
+        status = _revision_status(template["spec"])
         self._own_route(service)
         self._objects[key] = {
             "apiVersion": API_VERSION, "kind": "Revision",
@@ -322,6 +323,21 @@ class FakeKube:
             "spec": {"traffic": [{"configurationName": meta["name"], "latestRevision": True,
                                   "percent": 100}]},
         }
+
+
+NODE_CPU = 64  # the test cluster's one (kwok) node
+
+
+def _revision_status(spec: dict[str, Any]) -> dict[str, Any]:
+    """Ready, or failed as Knative reports a revision whose pod no node can take."""
+    for container in spec.get("containers") or []:
+        cpu = ((container.get("resources") or {}).get("requests") or {}).get("cpu", "0")
+        if not str(cpu).endswith("m") and float(cpu) > NODE_CPU:
+            return {"conditions": [{
+                "type": "Ready", "status": "False", "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 Insufficient cpu.",
+            }]}
+    return {"conditions": [{"type": "Ready", "status": "True"}]}
 
 
 def _identified(key: tuple[str, str, str], body: bytes) -> dict[str, Any]:
