@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Builds the test cluster's binaries from their Go modules (versions pinned in build/*/go.mod)
+# Builds the test cluster's binaries from their Go modules (versions pinned in modules/*/go.mod)
 # into a cache outside the clone, keyed by those pins: a second run reuses them.
 # Prints the bin directory.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-key="$( (go version; cat "$0" "$here"/build/*/go.mod "$here"/build/*/go.sum "$here"/build/*/*.go) | sha256sum | cut -c1-16)"
+key="$( (go version; cat "$0" "$here"/modules/*/go.mod "$here"/modules/*/go.sum "$here"/modules/*/*.go) | sha256sum | cut -c1-16)"
 bin="${FF_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/forestflow/cluster}/$key/bin"
 mkdir -p "$bin"
 
 # Kubernetes' binaries report their version from these (its own build sets them the same
 # way); Knative refuses an API server whose version does not parse.
-kube="$(cd "$here/build/kube" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
+kube="$(cd "$here/modules/kube" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
 minor="${kube#v1.}"
 version_flags="-X k8s.io/component-base/version.gitVersion=$kube \
  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor%%.*} \
@@ -19,7 +19,7 @@ version_flags="-X k8s.io/component-base/version.gitVersion=$kube \
 build() {  # module-dir output package [ldflags]
     if [ ! -x "$bin/$2" ]; then
         local start=$SECONDS
-        (cd "$here/build/$1" && go build -trimpath -ldflags="-s -w ${4:-}" -o "$bin/$2.partial" "$3")
+        (cd "$here/modules/$1" && go build -trimpath -ldflags="-s -w ${4:-}" -o "$bin/$2.partial" "$3")
         mv "$bin/$2.partial" "$bin/$2"
         echo "built $2 in $((SECONDS - start)) s" >&2
     fi
@@ -38,7 +38,7 @@ build kube kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$version_flags"
 manifests="$(dirname "$bin")/manifests"
 if [ ! -d "$manifests" ]; then
     mkdir -p "$manifests.partial"/{serving,networking,caching,kwok}
-    dir() { (cd "$here/build/$1" && go list -m -f '{{.Dir}}' "$2"); }
+    dir() { (cd "$here/modules/$1" && go list -m -f '{{.Dir}}' "$2"); }
     serving="$(dir knative knative.dev/serving)"
     networking="$(dir knative knative.dev/networking)"
     caching="$(dir knative knative.dev/caching)"
