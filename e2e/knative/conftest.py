@@ -38,6 +38,8 @@ from redis import Redis
 from forestflow_control_plane.platforms.knative import KnativePlatform, api_client
 from forestflow_control_plane.platforms.local.redis_server import start_redis, stop_redis
 
+from .cluster_view import Events
+
 HERE = Path(__file__).resolve().parent
 PROBE_TIMEOUT_S = 2.0
 NO_DATA_PLANE = (
@@ -203,3 +205,16 @@ def models(kube: client.ApiClient, namespace: str) -> str:
             pytest.fail("the model file server did not become ready in 300 s")
         time.sleep(1)
     return f"http://models.{namespace}.svc.cluster.local:{MODELS_PORT}"
+
+
+@pytest.fixture
+def contract(namespace: str) -> str:
+    return f"{namespace}/mlp"
+
+
+@pytest.fixture
+def route_events(kube: client.ApiClient, namespace: str) -> Iterator[Events]:
+    """Every Route event in the test's namespace from the start of the test, in order."""
+    events = Events(kube, namespace, "routes")
+    yield events
+    events.stop()

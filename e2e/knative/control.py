@@ -17,11 +17,12 @@ import pytest
 from kubernetes import client
 from redis import Redis
 from rq import Queue
+from rq.job import Job
 
 from forestflow_control_plane import names
 from forestflow_control_plane.knative.annotations import GROUP, VERSION
-from forestflow_control_plane.rollouts.deploys import register
-from forestflow_control_plane.rollouts.jobs import JOB_TIMEOUT_S, start_rollout
+from forestflow_control_plane.rollouts.deploys import register, swap_of
+from forestflow_control_plane.rollouts.jobs import JOB_TIMEOUT_S, start_rollout, swap_in_place
 from forestflow_control_plane.spec.model_file import ModelFile, validate_model_file
 from forestflow_control_plane.state.records import RolloutRecord
 from forestflow_control_plane.state.store import Store
@@ -77,6 +78,17 @@ def enqueue_deploy(redis: Redis, model: ModelFile) -> None:
     Queue(names.ROLLOUT_QUEUE, connection=redis).enqueue(
         start_rollout, model.contract.name, model.variant.version, job_timeout=JOB_TIMEOUT_S,
         description=f"rollout {model.contract.name}@{model.variant.version}",
+    )
+
+
+def enqueue_swap(redis: Redis, model: ModelFile) -> Job:
+    """What `POST /v1/deploy` does for new weights under a serving version (in_place)."""
+    snapshot = register(Store(redis), model, who="e2e")
+    swap = swap_of(snapshot, model)
+    assert swap is not None, "not an in-place change"
+    return Queue(names.ROLLOUT_QUEUE, connection=redis).enqueue(
+        swap_in_place, model.contract.name, model.variant.version, swap,
+        job_timeout=JOB_TIMEOUT_S,
     )
 
 

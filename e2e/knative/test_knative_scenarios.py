@@ -24,7 +24,7 @@ from tests.control_plane.test_rollouts import Clock
 
 from .control import wait_for
 
-pytestmark = [pytest.mark.timeout(900), pytest.mark.data_plane]
+pytestmark = pytest.mark.timeout(900)
 
 ROW = [0.1, 0.2, 0.3, 0.4]
 NONE_YET = VariantStatus("", ready=False, replicas=0)
@@ -112,6 +112,7 @@ def labelled(kube: client.ApiClient, namespace: str, plural: str) -> list[str]:
     return sorted(item["metadata"]["name"] for item in listed["items"])
 
 
+@pytest.mark.data_plane
 def test_a_variant_becomes_ready_and_answers_through_its_route(
     kube: client.ApiClient, platform: KnativePlatform, world: World, namespace: str, models: str
 ) -> None:
@@ -123,6 +124,7 @@ def test_a_variant_becomes_ready_and_answers_through_its_route(
     assert platform.observe(contract)["v1"].replicas >= 1
 
 
+@pytest.mark.data_plane
 def test_a_canary_moves_the_routes_traffic_between_revisions(
     kube: client.ApiClient, platform: KnativePlatform, world: World, namespace: str, models: str
 ) -> None:
