@@ -16,10 +16,11 @@ version_flags="-X k8s.io/component-base/version.gitVersion=$kube \
  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor%%.*} \
  -X k8s.io/component-base/version.gitTreeState=clean"
 
-build() {  # module-dir output package [ldflags]
+build() {  # module-dir output package [ldflags] [tags]
     if [ ! -x "$bin/$2" ]; then
         local start=$SECONDS
-        (cd "$here/modules/$1" && go build -trimpath -ldflags="-s -w ${4:-}" -o "$bin/$2.partial" "$3")
+        (cd "$here/modules/$1" && go build -trimpath -ldflags="-s -w ${4:-}" -tags="${5:-}" \
+            -o "$bin/$2.partial" "$3")
         mv "$bin/$2.partial" "$bin/$2"
         echo "built $2 in $((SECONDS - start)) s" >&2
     fi
@@ -30,9 +31,14 @@ build kwok kwok sigs.k8s.io/kwok/cmd/kwok
 build knative knative-webhook knative.dev/serving/cmd/webhook
 build knative knative-controller knative.dev/serving/cmd/controller
 build knative knative-autoscaler knative.dev/serving/cmd/autoscaler
+build knative knative-activator knative.dev/serving/cmd/activator
+build knative knative-queue knative.dev/serving/cmd/queue
 build kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$version_flags"
 build kube kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$version_flags"
 build kube kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$version_flags"
+# Debian's Prometheus has no Kubernetes discovery; this one has only that (its own build tags).
+build prometheus prometheus github.com/prometheus/prometheus/cmd/prometheus "" \
+    remove_all_sd,enable_kubernetes_sd
 # The manifests the cluster is set up from, copied from the same modules. Knative's
 # config/core links its networking and caching CRDs from their own modules.
 manifests="$(dirname "$bin")/manifests"

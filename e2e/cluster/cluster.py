@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,18 @@ from kubernetes.client.exceptions import ApiException
 from e2e.cluster import manifests, pki
 
 NETNS = os.environ.get("FF_CLUSTER_NETNS", "forestflow-cluster")
+HOSTS = Path("/etc/netns") / NETNS
 API_PORT = 6443
 HOST_IP = "10.200.0.10"  # on the namespace's loopback: where Kubernetes refuses 127.0.0.1
 SERVICE_RANGE = "10.96.0.0/16"
 POD_RANGE = "10.244.0.0/16"
 NODE = "kwok-node-0"
-RUNTIME_IMAGE = "dev.local/forestflow-runtime:cpu"  # never pulled: kwok runs no container
+RUNTIME_IMAGE = "dev.local/forestflow-runtime:cpu"  # never pulled: pods.py runs this checkout
 WORKER_SA = ("forestflow", "forestflow-control-plane")
 KNATIVE_SA = ("knative-serving", "controller")
-KNATIVE = ("webhook", "controller", "autoscaler")
+INGRESS_PORT = 80
+PROMETHEUS_PORT = 9095  # Knative's components keep 9090 for their own metrics
+SCRAPE_INTERVAL = "1s"  # the gates' windows in the tests are tens of seconds
 READY_TIMEOUT_S = 180.0
 TOKEN_S = 7 * 24 * 3600
 
@@ -75,19 +79,25 @@ class Cluster:
         admin = self._kubeconfig("admin.kubeconfig", port, {"ff-admin": self._admin()})
         api = config.new_client_from_config(str(admin))
         self._kubernetes(port, api)
-        self._knative(api, admin)
+        self._knative(api)
         token = _token(api, *WORKER_SA)
         kubeconfig = self._kubeconfig("kubeconfig", port, {
             "ff-admin": self._admin(), "ff-worker": {"token": token},
         })
         env = self.home / "env.sh"
+        ingress, prometheus = self._data_plane(self.home / "inner.kubeconfig")
         env.write_text(
             f"export KUBECONFIG={kubeconfig}\nexport FF_KUBE_CONTEXT=ff-worker\n"
             f"export FF_RUNTIME_IMAGE={RUNTIME_IMAGE}\nexport FF_TEST_CLUSTER={self.home}\n"
+            f"export FF_E2E_INGRESS={ingress}\nexport FF_PROMETHEUS_URL={prometheus}\n"
         )
         return env
 
     def _namespace(self) -> None:
+        # `ip netns exec` puts /etc/netns/<name>/hosts over /etc/hosts: the names of the
+        # cluster's Services that its processes call (there is no cluster DNS).
+        HOSTS.mkdir(parents=True, exist_ok=True)
+        (HOSTS / "hosts").write_text(manifests.hosts(HOST_IP))
         subprocess.run(["ip", "netns", "add", NETNS], check=True)
         for command in (["link", "set", "lo", "up"],
                         ["addr", "add", f"{HOST_IP}/32", "dev", "lo"]):
@@ -117,11 +127,7 @@ class Cluster:
             "--service-cluster-ip-range", SERVICE_RANGE, "--authorization-mode", "Node,RBAC",
             "--profiling=false", "--v=1",
         ])
-        joint = self.home / "api.sock"
-        self._start("forward-in", ["socat", f"UNIX-LISTEN:{joint},fork",
-                                   f"TCP:127.0.0.1:{API_PORT}"])
-        self._start("forward-out", ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr",
-                                    f"UNIX-CONNECT:{joint}"], in_netns=False)
+        self._forward("api", API_PORT, port)
         core = client.CoreV1Api(api)
         wait("kube-apiserver", lambda: core.read_namespace("default", _request_timeout=2))
         identity = ["--kubeconfig", str(inner), "--authentication-kubeconfig", str(inner),
@@ -148,7 +154,7 @@ class Cluster:
         wait("ServiceAccount default/default",
              lambda: core.read_namespaced_service_account("default", "default"))
 
-    def _knative(self, api: client.ApiClient, admin: Path) -> None:
+    def _knative(self, api: client.ApiClient) -> None:
         objects, webhooks = manifests.knative(self.manifests)
         crds = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
         dyn = dynamic.DynamicClient(api)
@@ -170,7 +176,7 @@ class Cluster:
         inner = self._kubeconfig("knative.kubeconfig", API_PORT, {
             "knative": {"token": _token(api, *KNATIVE_SA)},
         })
-        for offset, component in enumerate(KNATIVE):
+        for offset, component in enumerate(manifests.AS_PROCESSES):
             self._start(f"knative-{component}", [f"knative-{component}"], env={
                 "SYSTEM_NAMESPACE": "knative-serving", "KUBECONFIG": str(inner),
                 "CONFIG_LOGGING_NAME": "config-logging",
@@ -181,11 +187,40 @@ class Cluster:
             })
         for obj in webhooks:
             _apply(dyn, obj)
-        self._start("ingress", [sys.executable, "-m", "e2e.cluster.ingress", str(admin)],
-                    in_netns=False)
+        _apply(dyn, manifests.activator_endpoints(HOST_IP))
         wait("Knative's webhook (a dry-run Service)", lambda: _webhook_defaults(api))
         for obj in manifests.forestflow_config():
             _apply(dyn, obj)  # through Knative's ConfigMap webhook: a refusal stops here
+
+    def _forward(self, name: str, inner: int, outer: int) -> None:
+        """127.0.0.1:`outer` here to the namespace's 127.0.0.1:`inner`, through a Unix socket:
+        no address of the namespace is reached from outside it."""
+        joint = self.home / f"{name}.sock"
+        self._start(f"{name}-in", ["socat", f"UNIX-LISTEN:{joint},fork", f"TCP:127.0.0.1:{inner}"])
+        self._start(f"{name}-out", ["socat", f"TCP-LISTEN:{outer},bind=127.0.0.1,fork,reuseaddr",
+                                    f"UNIX-CONNECT:{joint}"], in_netns=False)
+
+    def _data_plane(self, inner: Path) -> tuple[str, str]:
+        """The stand-ins for kubelet (pods.py) and Kourier (ingress.py), and Prometheus
+        scraping the runtime pods by knative/prometheus/scrape.yaml; the ingress's and
+        Prometheus' URLs from outside the namespace."""
+        self._start("pods", [sys.executable, "-m", "e2e.cluster.pods", str(inner),
+                             str(self.bin), str(self.home)])
+        self._start("ingress", [sys.executable, "-m", "e2e.cluster.ingress", str(inner),
+                                str(INGRESS_PORT)])
+        scrape = self.home / "prometheus.yaml"
+        scrape.write_text(yaml.safe_dump(manifests.prometheus(inner, SCRAPE_INTERVAL)))
+        self._start("prometheus", [
+            "prometheus", "--config.file", str(scrape),
+            "--storage.tsdb.path", str(self.home / "prometheus"),
+            "--web.listen-address", f"127.0.0.1:{PROMETHEUS_PORT}",
+        ])
+        ingress, prometheus = _free_port(), _free_port()
+        self._forward("ingress", INGRESS_PORT, ingress)
+        self._forward("prometheus", PROMETHEUS_PORT, prometheus)
+        wait("Prometheus", lambda: urllib.request.urlopen(
+            f"http://127.0.0.1:{prometheus}/-/ready", timeout=2).status == 200)
+        return f"http://127.0.0.1:{ingress}", f"http://127.0.0.1:{prometheus}"
 
     def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
                in_netns: bool = True) -> None:
@@ -238,7 +273,7 @@ def down(home: Path) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
     subprocess.run(["ip", "netns", "del", NETNS], stderr=subprocess.DEVNULL, check=False)
-    subprocess.run(["rm", "-rf", str(home)], check=True)
+    subprocess.run(["rm", "-rf", str(home), str(HOSTS)], check=True)
 
 
 def _alive(pid: int) -> bool:

@@ -4,6 +4,7 @@ then ForestFlow's knative/config-*.yaml on top, as a user applies them."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 # Run as processes next to the API server rather than as pods (no container runtime here).
-AS_PROCESSES = {"controller", "webhook", "autoscaler"}
+AS_PROCESSES = ("webhook", "controller", "autoscaler", "activator")
 # Not for this cluster: autoscaling of Knative's own pods, cert-manager certificates, and
 # the queue-proxy image cache (no image is ever pulled).
 SKIPPED_KINDS = {"HorizontalPodAutoscaler", "PodDisruptionBudget", "Certificate", "Image"}
 QUEUE_IMAGE = "dev.local/knative-queue:v1.23"
+RUNTIME_POD = '.metadata.labels."forestflow.dev/contract"'
 
 
 def _documents(path: Path) -> Iterator[dict[str, Any]]:
@@ -37,6 +39,9 @@ def _adapted(obj: dict[str, Any]) -> dict[str, Any] | None:
         # process on the cluster namespace's own loopback.
         obj["spec"] = {"type": "ExternalName", "externalName": "localhost",
                        "ports": [{"name": "https-webhook", "port": 443}]}
+    if kind == "Service" and namespace == "knative-serving" and name == "activator-service":
+        # No activator pod: its Endpoints are the activator process (activator_endpoints).
+        del obj["spec"]["selector"]
     if kind == "ConfigMap" and name == "config-deployment":
         obj["data"]["queue-sidecar-image"] = QUEUE_IMAGE
     return obj
@@ -78,8 +83,32 @@ def forestflow_rbac() -> list[dict[str, Any]]:
 
 def kwok_stages(manifests: Path) -> str:
     """kwok's own "fast" stages: nodes become Ready and stay so (their leases renewed), pods
-    Running and Ready, deleted pods go."""
-    return "\n---\n".join(p.read_text() for p in sorted((manifests / "kwok").glob("*.yaml")))
+    Running and Ready, deleted pods go; but a ForestFlow runtime pod only Running, not
+    Ready: its readiness is the pods.py stand-in's to report, once the runtime answers."""
+    stages: list[dict[str, Any]] = []
+    for path in sorted((manifests / "kwok").glob("*.yaml")):
+        for stage in _documents(path):
+            stages += _runtime_pods_apart(stage) if stage["metadata"]["name"] == "pod-ready" \
+                else [stage]
+    return yaml.safe_dump_all(stages)
+
+
+def _runtime_pods_apart(ready: dict[str, Any]) -> list[dict[str, Any]]:
+    """kwok's pod-ready stage for every other pod, and a copy for runtime pods that leaves
+    their Ready and ContainersReady conditions False and their containers not ready."""
+    started = copy.deepcopy(ready)
+    started["metadata"]["name"] = "forestflow-pod-started"
+    for stage, operator in ((ready, "DoesNotExist"), (started, "Exists")):
+        stage["spec"]["selector"]["matchExpressions"].append(
+            {"key": RUNTIME_POD, "operator": operator}
+        )
+    template = started["spec"]["next"]["statusTemplate"]
+    for condition in ("Ready", "ContainersReady"):
+        before = f'status: "True"\n  type: {condition}\n'
+        assert before in template, f"kwok's pod-ready stage no longer sets {condition} so"
+        template = template.replace(before, f'status: "False"\n  type: {condition}\n')
+    started["spec"]["next"]["statusTemplate"] = template.replace("ready: true", "ready: false")
+    return [ready, started]
 
 
 def fake_node(name: str) -> dict[str, Any]:
@@ -93,3 +122,35 @@ def fake_node(name: str) -> dict[str, Any]:
         },
         "status": {"allocatable": capacity, "capacity": capacity},
     }
+
+
+def prometheus(kubeconfig: Path, interval: str) -> dict[str, Any]:
+    """knative/prometheus/scrape.yaml as a user runs it, discovering pods through the test
+    cluster's API server and scraping every `interval`."""
+    scrape = next(_documents(REPO / "knative" / "prometheus" / "scrape.yaml"))
+    scrape["global"]["scrape_interval"] = interval
+    for job in scrape["scrape_configs"]:
+        for discovery in job.get("kubernetes_sd_configs", []):
+            discovery["kubeconfig_file"] = str(kubeconfig)
+    return scrape
+
+
+def activator_endpoints(ip: str) -> dict[str, Any]:
+    """activator-service's Endpoints, the activator process at `ip`: what Knative's
+    serverless-service reconciler puts behind a revision's public Service while the
+    activator is in its path (at zero, or short of burst capacity)."""
+    ports = {"http": 8012, "http2": 8013, "https": 8112, "http-metrics": 9090,
+             "http-profiling": 8008}
+    return {
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "activator-service", "namespace": "knative-serving"},
+        "subsets": [{"addresses": [{"ip": ip}],
+                     "ports": [{"name": n, "port": p} for n, p in ports.items()]}],
+    }
+
+
+def hosts(ip: str) -> str:
+    """The cluster's Service names its processes call, at the address they listen on."""
+    names = [f"autoscaler.knative-serving{suffix}" for suffix in ("", ".svc",
+                                                                  ".svc.cluster.local")]
+    return f"127.0.0.1 localhost\n{ip} {' '.join(names)}\n"

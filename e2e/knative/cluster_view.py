@@ -20,7 +20,6 @@ from forestflow_control_plane.spec.model_file import ModelFile
 from .control import spec, wait_for
 
 T = TypeVar("T")
-MODELS = "http://models.invalid"  # never fetched: kwok runs no container
 
 
 def objects(kube: client.ApiClient) -> client.CustomObjectsApi:
@@ -56,10 +55,9 @@ def state(*models: ModelFile, traffic: dict[str, int]) -> DesiredState:
     return DesiredState(models[0].contract.name, contract_spec, traffic, variants)
 
 
-def model(namespace: str, version: str, **variant: Any) -> ModelFile:
-    return spec(namespace, version, MODELS, variant=variant) if variant else spec(
-        namespace, version, MODELS
-    )
+def model(models: str, namespace: str, version: str, **variant: Any) -> ModelFile:
+    """`version` of the test contract, serving v1's weights (every version loads)."""
+    return spec(namespace, version, models, "v1", variant=variant)
 
 
 class Real:

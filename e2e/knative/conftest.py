@@ -10,12 +10,14 @@ ServiceAccount knative/control-plane.yaml binds); the tests' own reads use FF_E2
 else the current one. FF_E2E_INGRESS, when set (e.g. http://127.0.0.1:80), is where requests
 go, with the Route's host as the Host header, instead of resolving the Route's URL.
 
-Scenarios marked `data_plane` call the model through the ingress; they skip on the test
-cluster (FF_TEST_CLUSTER set), where no pod runs a container. The scenarios that run there
-assert what the cluster records (test_knative_cluster.py). Each test gets its own namespace
-and a private Redis; a `data_plane` one also an in-cluster file server (the runtime image
-running `python -m http.server`) holding two small torch.export models that answer
-differently, so a reply says which variant made it."""
+Scenarios that call the model do so through the ingress. On the test cluster (FF_TEST_CLUSTER
+set) that is its Kourier stand-in, and the runtime pods are this checkout's runtime run by its
+kubelet stand-in (e2e/cluster/pods.py, ingress.py): Knative's control plane is real, its data
+path is not. Each test gets its own namespace and a private Redis; one that serves models
+also two small torch.export models that answer differently, so a reply says which variant
+made it: on a cluster, from an in-cluster file server (the runtime image running
+`python -m http.server`); on the test cluster, whose pods share this machine's files, as
+file:// URIs."""
 
 from __future__ import annotations
 
@@ -42,11 +44,6 @@ from .cluster_view import Events
 
 HERE = Path(__file__).resolve().parent
 PROBE_TIMEOUT_S = 2.0
-NO_DATA_PLANE = (
-    "the test cluster (python -m e2e.cluster) runs Knative's control plane on kwok's fake "
-    "nodes: no pod runs a container and no ingress carries requests; this scenario calls the "
-    "model, so it runs on a cluster with a data plane (kind + Kourier)"
-)
 MODELS_PORT = 8000
 VERSIONS = ("v1", "v2")
 
@@ -79,10 +76,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if reason is not None:
         for item in here:
             item.add_marker(pytest.mark.skip(reason=reason))
-    elif os.environ.get("FF_TEST_CLUSTER"):
-        for item in here:
-            if item.get_closest_marker("data_plane"):
-                item.add_marker(pytest.mark.skip(reason=NO_DATA_PLANE))
 
 
 @pytest.fixture(scope="session")
@@ -160,13 +153,19 @@ def _program(seed: int, slow: bool = False) -> bytes:
 
 
 @pytest.fixture
-def models(kube: client.ApiClient, namespace: str) -> str:
-    """Base URL, inside the cluster, of a file server holding `<version>.pt2` per version,
-    and `slow.pt2`, a slow model for gates to refuse."""
-    core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
-    labels = {"app": "ff-e2e-models"}
+def models(kube: client.ApiClient, namespace: str, tmp_path: Path) -> str:
+    """Base URL of `<version>.pt2` per version and `slow.pt2`, a slow model for gates to
+    refuse: inside the cluster, a file server's; on the test cluster, a folder's."""
     programs = {f"{v}.pt2": _program(i) for i, v in enumerate(VERSIONS)}
     programs["slow.pt2"] = _program(0, slow=True)
+    if os.environ.get("FF_TEST_CLUSTER"):
+        folder = tmp_path / "models"
+        folder.mkdir()
+        for name, program in programs.items():
+            (folder / name).write_bytes(program)
+        return folder.as_uri()
+    core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
+    labels = {"app": "ff-e2e-models"}
     files = {name: base64.b64encode(program).decode() for name, program in programs.items()}
     core.create_namespaced_config_map(
         namespace, {"metadata": {"name": "models"}, "binaryData": files}

@@ -17,7 +17,7 @@ from kubernetes import client
 from forestflow_control_plane.platforms.knative import KnativePlatform
 from tests.control_plane import knative_agreement as agreement
 
-from .cluster_view import MODELS, Events, Real, condition, get, model, state
+from .cluster_view import Events, Real, condition, get, model, state
 from .control import spec, wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -25,18 +25,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_knatives_own_routes_survive_applies(
-    kube: client.ApiClient, platform: KnativePlatform, namespace: str
+    kube: client.ApiClient, platform: KnativePlatform, namespace: str, models: str
 ) -> None:
-    desired = state(model(namespace, "v1"), model(namespace, "v2"), traffic={"v1": 50, "v2": 50})
+    v1, v2 = model(models, namespace, "v1"), model(models, namespace, "v2")
+    desired = state(v1, v2, traffic={"v1": 50, "v2": 50})
     agreement.knatives_own_routes_survive_applies(
         platform, Real(kube, namespace), desired, {"v1": 50, "v2": 50}
     )
 
 
 def test_a_second_apply_changes_nothing(
-    kube: client.ApiClient, platform: KnativePlatform, namespace: str
+    kube: client.ApiClient, platform: KnativePlatform, namespace: str, models: str
 ) -> None:
-    desired = state(model(namespace, "v1"), model(namespace, "v2"), traffic={"v1": 70, "v2": 30})
+    v1, v2 = model(models, namespace, "v1"), model(models, namespace, "v2")
+    desired = state(v1, v2, traffic={"v1": 70, "v2": 30})
     real = Real(kube, namespace)
     agreement.a_second_apply_changes_nothing(
         platform, real, desired, {"v1": 70, "v2": 30}, real.quiet
@@ -44,19 +46,19 @@ def test_a_second_apply_changes_nothing(
 
 
 def test_an_unready_version_is_no_target(
-    kube: client.ApiClient, platform: KnativePlatform, namespace: str
+    kube: client.ApiClient, platform: KnativePlatform, namespace: str, models: str
 ) -> None:
-    stuck = model(namespace, "v2", resources={"cpu": "500"})  # more than the one node has
-    desired = state(model(namespace, "v1"), stuck, traffic={"v1": 90, "v2": 10})
+    stuck = model(models, namespace, "v2", resources={"cpu": "500"})  # more than the one node has
+    desired = state(model(models, namespace, "v1"), stuck, traffic={"v1": 90, "v2": 10})
     agreement.an_unready_version_is_no_target(
         platform, Real(kube, namespace), desired, "v2", {"v1": 100}
     )
 
 
 def test_a_retired_service_goes_only_after_the_routes_status_stops_naming_it(
-    kube: client.ApiClient, platform: KnativePlatform, namespace: str
+    kube: client.ApiClient, platform: KnativePlatform, namespace: str, models: str
 ) -> None:
-    v1, v2 = model(namespace, "v1"), model(namespace, "v2")
+    v1, v2 = model(models, namespace, "v1"), model(models, namespace, "v2")
     both = state(v1, v2, traffic={"v1": 50, "v2": 50})
     agreement.serving(platform, Real(kube, namespace), both, {"v1": 50, "v2": 50})
     routes, services = Events(kube, namespace, "routes"), Events(kube, namespace, "services")
@@ -78,11 +80,11 @@ def test_a_retired_service_goes_only_after_the_routes_status_stops_naming_it(
 
 
 def test_a_version_that_never_becomes_ready_holds_up_no_traffic_change_of_the_others(
-    kube: client.ApiClient, platform: KnativePlatform, namespace: str
+    kube: client.ApiClient, platform: KnativePlatform, namespace: str, models: str
 ) -> None:
-    v1, v3 = model(namespace, "v1"), model(namespace, "v3")
+    v1, v3 = model(models, namespace, "v1"), model(models, namespace, "v3")
     # More CPU than the cluster's one (fake) node has: its pod is never scheduled.
-    stuck = model(namespace, "v2", resources={"cpu": "500"})
+    stuck = model(models, namespace, "v2", resources={"cpu": "500"})
     real = Real(kube, namespace)
     for split in ({"v1": 50, "v3": 50}, {"v1": 20, "v3": 80}):
         agreement.serving(platform, real, state(v1, stuck, v3, traffic={**split, "v2": 0}), split)
@@ -99,9 +101,10 @@ NAME = "n" * 32  # the longest contract name model.yaml takes
 
 
 def test_names_at_the_limits_apply_and_one_past_them_is_refused_by_dry_run(
-    kube: client.ApiClient, platform: KnativePlatform, namespace: str, tmp_path: Path
+    kube: client.ApiClient, platform: KnativePlatform, namespace: str, tmp_path: Path,
+    models: str,
 ) -> None:
-    longest = spec(namespace, "v" * 30, MODELS)  # v...-n...: 63 characters, a full label
+    longest = spec(namespace, "v" * 30, models, "v1")  # v...-n...: 63 characters, a label
     named = longest.contract.model_copy(update={"name": f"{namespace}/{NAME}"})
     at_limit = longest.model_copy(update={"contract": named})
     version = at_limit.variant.version
@@ -111,7 +114,7 @@ def test_names_at_the_limits_apply_and_one_past_them_is_refused_by_dry_run(
     past = tmp_path / "model.yaml"
     past.write_text(yaml.safe_dump({
         "contract": {**at_limit.contract.model_dump(mode="json")},
-        "variant": {"version": "v" * 31, "model": {"uri": f"{MODELS}/m.pt2",
+        "variant": {"version": "v" * 31, "model": {"uri": f"{models}/v1.pt2",
                                                      "format": "torch_export"}},
     }))
     ran = subprocess.run(

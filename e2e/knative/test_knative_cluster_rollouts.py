@@ -16,7 +16,7 @@ from forestflow_control_plane.spec.model_file import ModelFile
 from forestflow_control_plane.state.store import Store
 from tests.control_plane import knative_agreement as agreement
 
-from .cluster_view import MODELS, Events, condition, get, model
+from .cluster_view import Events, condition, get, model
 from .control import (
     Workers,
     enqueue_deploy,
@@ -57,10 +57,11 @@ def canary(steps: list[int], hold: float = 1.0) -> dict[str, Any]:
 
 
 def test_a_candidate_that_never_becomes_ready_fails_its_rollout_with_the_reason(
-    kube: client.ApiClient, redis: Redis, namespace: str, contract: str, workers: Workers
+    kube: client.ApiClient, redis: Redis, namespace: str, contract: str, workers: Workers,
+    models: str,
 ) -> None:
-    assert deployed(redis, workers, model(namespace, "v1")) == "succeeded"
-    stuck = spec(namespace, "v2", MODELS, rollout=canary([10, 100]),
+    assert deployed(redis, workers, model(models, namespace, "v1")) == "succeeded"
+    stuck = spec(namespace, "v2", models, rollout=canary([10, 100]),
                  variant={"resources": {"cpu": "500"}})  # more than the one node has
     assert deployed(redis, workers, stuck) == "rolled_back"
     record = rollout(redis, contract)
@@ -75,10 +76,10 @@ def test_a_candidate_that_never_becomes_ready_fails_its_rollout_with_the_reason(
 
 def test_each_canary_step_is_served_before_the_next_begins(
     kube: client.ApiClient, redis: Redis, namespace: str, contract: str, workers: Workers,
-    route_events: Events,
+    route_events: Events, models: str,
 ) -> None:
-    assert deployed(redis, workers, model(namespace, "v1")) == "succeeded"
-    v2 = spec(namespace, "v2", MODELS, rollout=canary([10, 50, 100]))
+    assert deployed(redis, workers, model(models, namespace, "v1")) == "succeeded"
+    v2 = spec(namespace, "v2", models, rollout=canary([10, 50, 100]))
     assert deployed(redis, workers, v2) == "succeeded"
     settled_route = wait_for(lambda: agreement.settled(get(kube, namespace, "routes", "mlp"),
                                               {"v2": 100}), "v2 at 100 %")
@@ -108,11 +109,11 @@ def steps(route_seen: list[tuple[str, dict[str, Any]]]) -> list[dict[str, int]]:
 
 def test_a_worker_killed_mid_rollout_is_carried_on_by_another(
     kube: client.ApiClient, redis: Redis, namespace: str, contract: str, workers: Workers,
-    route_events: Events,
+    route_events: Events, models: str,
 ) -> None:
     first = workers.processes[0]
-    assert deployed(redis, workers, model(namespace, "v1")) == "succeeded"
-    enqueue_deploy(redis, spec(namespace, "v2", MODELS, rollout=canary([10, 50, 100], hold=3)))
+    assert deployed(redis, workers, model(models, namespace, "v1")) == "succeeded"
+    enqueue_deploy(redis, spec(namespace, "v2", models, rollout=canary([10, 50, 100], hold=3)))
     wait_for(lambda: (record := rollout(redis, contract)) is not None
              and record.candidate == "v2" and record.progress.step >= 1, "v2's second step")
     workers.kill(first)
@@ -128,9 +129,9 @@ def test_a_worker_killed_mid_rollout_is_carried_on_by_another(
 
 def test_an_in_place_swap_is_a_new_revision_routed_only_once_ready(
     kube: client.ApiClient, redis: Redis, namespace: str, contract: str, workers: Workers,
-    route_events: Events,
+    route_events: Events, models: str,
 ) -> None:
-    assert deployed(redis, workers, model(namespace, "v1")) == "succeeded"
+    assert deployed(redis, workers, model(models, namespace, "v1")) == "succeeded"
 
     def revision() -> str:
         service = get(kube, namespace, "services", "ff-mlp-v1")
@@ -139,7 +140,7 @@ def test_an_in_place_swap_is_a_new_revision_routed_only_once_ready(
 
     old = revision()
     revisions = Events(kube, namespace, "revisions")
-    new_weights = spec(namespace, "v1", MODELS, "v2", rollout={"strategy": "in_place"})
+    new_weights = spec(namespace, "v1", models, "v2", rollout={"strategy": "in_place"})
     job = enqueue_swap(redis, new_weights)
     wait_for(lambda: job.get_status(refresh=True) in ("finished", "failed"), "the swap job")
     assert job.return_value()["rollout"]["progress"]["status"] == "succeeded", job.exc_info

@@ -32,7 +32,7 @@ from .control import (
 from .load import Tally, load, until, until_answered, version
 from .test_knative_scenarios import NONE_YET, routed, wait_for
 
-pytestmark = [pytest.mark.timeout(1200), pytest.mark.data_plane]
+pytestmark = pytest.mark.timeout(1200)
 
 ROLLOUT_S = 600.0
 

@@ -5,7 +5,8 @@ moves the Route's traffic between revisions; removing the contract removes its o
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import httpx
@@ -22,11 +23,13 @@ from forestflow_control_plane.spec.model_file import ModelFile, validate_model_f
 from forestflow_control_plane.state.store import Store
 from tests.control_plane.test_rollouts import Clock
 
+from .cluster_view import get
 from .control import wait_for
 
 pytestmark = pytest.mark.timeout(900)
 
 ROW = [0.1, 0.2, 0.3, 0.4]
+T = TypeVar("T")
 NONE_YET = VariantStatus("", ready=False, replicas=0)
 
 
@@ -68,6 +71,30 @@ class World:
         self.clock.now = step.at
         self.rollouts.advance(contract, version, step.token)
 
+    def reconciled(self, contract: str, check: Callable[[], T | None]) -> T | None:
+        """`check`, after a reconcile pass (what the worker runs every few seconds)."""
+        self.rollouts.reconcile(contract)
+        return check()
+
+    def until_step(self, contract: str, version: str, step: int) -> None:
+        """Take due steps, as the worker would, until the rollout is past `step` or done:
+        a step the Route does not serve yet is taken again."""
+        def moved() -> bool:
+            record = self.store.get(contract).contract.rollout
+            assert record is not None, f"{contract} has no rollout"
+            if record.finished or record.progress.step > step:
+                return True
+            self.next_step(contract, version)
+            return False
+        wait_for(moved, f"{version}'s rollout past step {step}")
+
+    def until_finished(self, contract: str, version: str) -> str:
+        """Steps taken as they fall due until `version`'s rollout ends; how it ended."""
+        self.until_step(contract, version, 1 << 30)
+        record = self.store.get(contract).contract.rollout
+        assert record is not None
+        return record.status.value
+
 
 @pytest.fixture
 def world(redis: Redis, platform: KnativePlatform) -> World:
@@ -76,9 +103,9 @@ def world(redis: Redis, platform: KnativePlatform) -> World:
 
 def routed(kube: client.ApiClient, namespace: str, want: dict[str, int]) -> dict[str, Any] | None:
     """The Route, once Knative is ready to route `want` (tag: percent) for its current spec."""
-    route = client.CustomObjectsApi(kube).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, "routes", "mlp"
-    )
+    route = get(kube, namespace, "routes", "mlp")
+    if route is None:  # the first apply makes only the Services; the Route follows
+        return None
     status = route.get("status") or {}
     ready = any(
         c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []
@@ -112,40 +139,41 @@ def labelled(kube: client.ApiClient, namespace: str, plural: str) -> list[str]:
     return sorted(item["metadata"]["name"] for item in listed["items"])
 
 
-@pytest.mark.data_plane
 def test_a_variant_becomes_ready_and_answers_through_its_route(
     kube: client.ApiClient, platform: KnativePlatform, world: World, namespace: str, models: str
 ) -> None:
     contract = f"{namespace}/mlp"
     world.deploy(model_file(namespace, "v1", models))
-    wait_for(lambda: platform.observe(contract).get("v1", NONE_YET).ready, "v1 to be ready")
+    assert world.until_finished(contract, "v1") == "succeeded"
+    assert platform.observe(contract)["v1"].ready
     route = wait_for(lambda: routed(kube, namespace, {"v1": 100}), "the Route to route v1")
     assert wait_for(lambda: answer(route["status"]["url"]), "an answer via the Route") == "v1"
     assert platform.observe(contract)["v1"].replicas >= 1
 
 
-@pytest.mark.data_plane
 def test_a_canary_moves_the_routes_traffic_between_revisions(
     kube: client.ApiClient, platform: KnativePlatform, world: World, namespace: str, models: str
 ) -> None:
     contract = f"{namespace}/mlp"
     world.deploy(model_file(namespace, "v1", models))
-    wait_for(lambda: platform.observe(contract).get("v1", NONE_YET).ready, "v1 to be ready")
+    assert world.until_finished(contract, "v1") == "succeeded"
     canary = {"policy": "canary", "steps": [50, 100], "hold_seconds": 30}
     world.deploy(model_file(namespace, "v2", models, canary, on_replacement=True))
-    wait_for(lambda: platform.observe(contract).get("v2", NONE_YET).ready, "v2 to be ready")
 
-    route = wait_for(lambda: routed(kube, namespace, {"v1": 50, "v2": 50}), "a 50/50 split")
+    route = wait_for(lambda: world.reconciled(
+        contract, lambda: routed(kube, namespace, {"v1": 50, "v2": 50})), "a 50/50 split")
     url = route["status"]["url"]
     assert {wait_for(lambda: answer(url), "an answer") for _ in range(40)} == {"v1", "v2"}
     for target in route["status"]["traffic"]:  # each tag reaches its own revision
         assert wait_for(lambda t=target: answer(t["url"]), "a tag's answer") == target["tag"]
 
-    world.next_step(contract, "v2")
+    world.until_step(contract, "v2", 0)
     wait_for(lambda: routed(kube, namespace, {"v1": 0, "v2": 100}), "all traffic on v2")
     assert {wait_for(lambda: answer(url), "an answer") for _ in range(20)} == {"v2"}
-    world.next_step(contract, "v2")  # succeeded: v1 expires on replacement
-    wait_for(lambda: labelled(kube, namespace, "services") == ["ff-mlp-v2"], "v1's deletion")
+    assert world.until_finished(contract, "v2") == "succeeded"  # v1 expires on replacement
+    wait_for(lambda: world.reconciled(
+        contract, lambda: labelled(kube, namespace, "services") == ["ff-mlp-v2"]),
+        "v1's deletion")
     wait_for(lambda: routed(kube, namespace, {"v2": 100}), "the Route without v1")
 
 

@@ -34,7 +34,7 @@ from .control import service_url, spec
 from .load import BODY, ROWS, Tally, addressed, infer_url, load, outputs, until, until_answered
 from .test_knative_scenarios import NONE_YET, World, routed, wait_for
 
-pytestmark = [pytest.mark.timeout(900), pytest.mark.data_plane]
+pytestmark = pytest.mark.timeout(900)
 
 MIN_REPLAYS = 30
 

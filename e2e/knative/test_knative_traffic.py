@@ -30,7 +30,7 @@ from .control import spec, states, traffic
 from .load import BODY, Tally, addressed, infer_url, load, outputs, until, until_answered, version
 from .test_knative_scenarios import NONE_YET, World, routed, wait_for
 
-pytestmark = [pytest.mark.timeout(900), pytest.mark.data_plane]
+pytestmark = pytest.mark.timeout(900)
 
 BURST = 50
 

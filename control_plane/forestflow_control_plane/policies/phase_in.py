@@ -112,7 +112,20 @@ class Settled:
     failure: str | None = None
 
     def took(self, split: dict[str, int]) -> bool:
-        return self.served is None or self.served == {v: p for v, p in split.items() if p > 0}
+        return self.served is None or self.served == _live(split)
+
+    def waiting(self, split: dict[str, int]) -> str:
+        """Why a step holds for the platform, as `ffctl get rollout` shows it."""
+        return f"waiting for the platform to serve {_shown(_live(split))}; it serves " \
+            f"{_shown(self.served or {})}"
+
+
+def _live(split: dict[str, int]) -> dict[str, int]:
+    return {v: p for v, p in split.items() if p > 0}
+
+
+def _shown(split: dict[str, int]) -> str:
+    return ", ".join(f"{v} {p} %" for v, p in sorted(split.items())) or "nothing"
 
 
 @dataclass(frozen=True)
@@ -160,8 +173,8 @@ def step(
     its hold; so does a candidate the platform says will never serve. An undecided gate
     (or none given to a gated plan) holds and asks to be called again after the gate's
     `recheck_seconds`. An ungated plan ignores `gate`. A step the platform does not serve
-    yet holds too, looking again after SETTLE_RECHECK_S: no step starts before the one
-    before it took. Paused and finished rollouts do not move. After the last step (100 %)
+    yet holds too, saying so in its reason and looking again after SETTLE_RECHECK_S: no
+    step starts before the one before it took. A step that starts clears the reason. Paused and finished rollouts do not move. After the last step (100 %)
     has been held, gated and served like any other, the rollout succeeds.
     """
     if progress.status != RolloutStatus.RUNNING:
@@ -178,12 +191,14 @@ def step(
         return _result(plan, progress, recheck)
     if plan.gate is not None and (verdict is None or verdict.passed is None):
         return _result(plan, progress, now + plan.gate.recheck_seconds)
-    if settled is not None and not settled.took(split_of(plan, progress)):
-        return _result(plan, progress, now + SETTLE_RECHECK_S)
+    split = split_of(plan, progress)
+    if settled is not None and not settled.took(split):
+        waiting = replace(progress, reason=settled.waiting(split))
+        return _result(plan, waiting, now + SETTLE_RECHECK_S)
     if progress.step >= plan.last_step():
         reason = verdict.reason if verdict is not None else "all steps held"
         return _finish(plan, progress, RolloutStatus.SUCCEEDED, reason)
-    advanced = replace(progress, step=progress.step + 1, step_started_at=now)
+    advanced = replace(progress, step=progress.step + 1, step_started_at=now, reason="")
     return _result(plan, advanced, now + plan.hold())
 
 
