@@ -2,11 +2,13 @@
 network namespace of their own, set up as a cluster install would set them up.
 
 Inside the namespace: etcd, kube-apiserver (RBAC on), kube-controller-manager,
-kube-scheduler, kwok (fake nodes whose pods become Running and Ready without running a
-container), and Knative's webhook, controller and autoscaler, each on the RBAC of Knative's
-own `controller` ServiceAccount. The fake pod and Service addresses exist only in that
-namespace, which has no route anywhere: a packet to one never leaves it. From outside,
-the API server is reached only through a socat pair on 127.0.0.1 joined by a Unix socket.
+kube-scheduler, kwok (a fake node), Knative's webhook, controller, autoscaler and activator,
+each on the RBAC of Knative's own `controller` ServiceAccount, Prometheus, and the two
+stand-ins of the data path: pods.py (kubelet: each runtime pod in a network namespace of its
+own, reached from this one) and ingress.py (Kourier). The pod and Service addresses exist
+only there, and that namespace has no route anywhere: a packet to one never leaves it. From
+outside, the API server, the ingress and Prometheus are reached only through socat pairs on
+127.0.0.1 joined by Unix sockets.
 """
 
 from __future__ import annotations

@@ -112,7 +112,9 @@ class Kubelet:
         _ip("link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", netns)
         _ip("addr", "add", f"{GATEWAY}/32", "dev", link)
         _ip("link", "set", link, "up")
-        _ip("route", "add", f"{ip}/32", "dev", link)
+        # kwok hands a deleted pod's IP out again at once, while that pod may still be
+        # draining (queue-proxy waits out its grace period): the new pod takes the route.
+        _ip("route", "replace", f"{ip}/32", "dev", link)
         for command in (["link", "set", "lo", "up"], ["addr", "add", f"{ip}/32", "dev", "eth0"],
                         ["link", "set", "eth0", "up"],
                         ["route", "add", GATEWAY, "dev", "eth0", "scope", "link"],

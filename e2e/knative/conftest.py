@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -94,11 +95,29 @@ def worker_api() -> Iterator[client.ApiClient]:
 
 
 @pytest.fixture
-def platform(worker_api: client.ApiClient) -> KnativePlatform:
-    return KnativePlatform(
-        worker_api, os.environ["FF_RUNTIME_IMAGE"],
-        redis_url=os.environ.get("FF_RUNTIME_REDIS_URL"),
+def runtime_redis(redis: Redis, tmp_path: Path) -> Iterator[str | None]:
+    """The Redis URL runtime pods get for payloads: on the test cluster, whose pods share
+    this machine's files, the test's own Redis through a Unix socket; else
+    FF_RUNTIME_REDIS_URL (a Redis the cluster's pods reach), or none."""
+    if not os.environ.get("FF_TEST_CLUSTER"):
+        yield os.environ.get("FF_RUNTIME_REDIS_URL")
+        return
+    kwargs = redis.connection_pool.connection_kwargs
+    sock = tmp_path / "redis.sock"
+    bridge = subprocess.Popen(
+        ["socat", f"UNIX-LISTEN:{sock},fork", f"TCP:{kwargs['host']}:{kwargs['port']}"],
+        stdin=subprocess.DEVNULL,
     )
+    try:
+        yield f"unix://{sock}"
+    finally:
+        bridge.terminate()
+        bridge.wait()
+
+
+@pytest.fixture
+def platform(worker_api: client.ApiClient, runtime_redis: str | None) -> KnativePlatform:
+    return KnativePlatform(worker_api, os.environ["FF_RUNTIME_IMAGE"], redis_url=runtime_redis)
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """What Kubernetes' own API server and Knative's own controllers say of the objects the
-knative platform applies (issue 12's findings). No request reaches a model here: kwok's
-pods never run a container, so each test asserts the cluster's own record: Route status,
-its conditions, observed generations, Revision conditions, resource versions, and which
-objects exist. The platform runs as the ServiceAccount knative/control-plane.yaml binds."""
+knative platform applies (issue 12's findings): each test asserts the cluster's own record:
+Route status, its conditions, observed generations, Revision conditions, resource versions,
+and which objects exist. The platform runs as the ServiceAccount knative/control-plane.yaml
+binds."""
 
 from __future__ import annotations
 

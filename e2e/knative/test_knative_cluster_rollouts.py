@@ -56,6 +56,24 @@ def canary(steps: list[int], hold: float = 1.0) -> dict[str, Any]:
     return {"phase_in": {"policy": "canary", "steps": steps, "hold_seconds": hold}}
 
 
+def steps(route_seen: list[tuple[str, dict[str, Any]]]) -> list[dict[str, int]]:
+    """The splits the contract Route's spec went through, each checked to have been in its
+    status (served) before the spec moved on."""
+    specs: list[dict[str, int]] = []
+    statuses: list[dict[str, int]] = []
+    for _, route in route_seen:
+        if route["metadata"]["name"] != "mlp":
+            continue
+        asked = {t["tag"]: t["percent"] for t in route["spec"]["traffic"] if t["percent"]}
+        if not specs or specs[-1] != asked:
+            assert not specs or specs[-1] in statuses, (
+                f"the spec moved to {asked} before the Route served {specs[-1]}"
+            )
+            specs.append(asked)
+        statuses.append(agreement.served(route))
+    return specs
+
+
 def test_a_candidate_that_never_becomes_ready_fails_its_rollout_with_the_reason(
     kube: client.ApiClient, redis: Redis, namespace: str, contract: str, workers: Workers,
     models: str,
@@ -87,24 +105,6 @@ def test_each_canary_step_is_served_before_the_next_begins(
     assert steps(route_events.stop()) == [
         {"v1": 100}, {"v1": 90, "v2": 10}, {"v1": 50, "v2": 50}, {"v2": 100},
     ]
-
-
-def steps(route_seen: list[tuple[str, dict[str, Any]]]) -> list[dict[str, int]]:
-    """The splits the contract Route's spec went through, each checked to have been in its
-    status (served) before the spec moved on."""
-    specs: list[dict[str, int]] = []
-    statuses: list[dict[str, int]] = []
-    for _, route in route_seen:
-        if route["metadata"]["name"] != "mlp":
-            continue
-        asked = {t["tag"]: t["percent"] for t in route["spec"]["traffic"] if t["percent"]}
-        if not specs or specs[-1] != asked:
-            assert not specs or specs[-1] in statuses, (
-                f"the spec moved to {asked} before the Route served {specs[-1]}"
-            )
-            specs.append(asked)
-        statuses.append(agreement.served(route))
-    return specs
 
 
 def test_a_worker_killed_mid_rollout_is_carried_on_by_another(

@@ -174,8 +174,9 @@ def step(
     (or none given to a gated plan) holds and asks to be called again after the gate's
     `recheck_seconds`. An ungated plan ignores `gate`. A step the platform does not serve
     yet holds too, saying so in its reason and looking again after SETTLE_RECHECK_S: no
-    step starts before the one before it took. A step that starts clears the reason. Paused and finished rollouts do not move. After the last step (100 %)
-    has been held, gated and served like any other, the rollout succeeds.
+    step starts before the one before it took. A step that starts clears the reason.
+    Paused and finished rollouts do not move. After the last step (100 %) has been held,
+    gated and served like any other, the rollout succeeds.
     """
     if progress.status != RolloutStatus.RUNNING:
         return _result(plan, progress, None)
