@@ -91,7 +91,7 @@ class Cluster:
         env.write_text(
             f"export KUBECONFIG={kubeconfig}\nexport FF_KUBE_CONTEXT=ff-worker\n"
             f"export FF_RUNTIME_IMAGE={RUNTIME_IMAGE}\nexport FF_TEST_CLUSTER={self.home}\n"
-            f"export FF_E2E_INGRESS={ingress}\nexport FF_PROMETHEUS_URL={prometheus}\n"
+            f"export FF_E2E_INGRESS={ingress}\nexport FF_E2E_PROMETHEUS_URL={prometheus}\n"
         )
         return env
 

@@ -90,12 +90,15 @@ class Table:
         key = (endpoints.metadata.namespace, endpoints.metadata.name)
         addresses = [
             f"{address.ip}:{port.port}"
-            for subset in ([] if deleted else endpoints.subsets or [])
+            for subset in endpoints.subsets or []
             for port in subset.ports or [] if port.name == HTTP_PORT
             for address in subset.addresses or []
         ]
         with self._lock:
-            self._endpoints[key] = addresses
+            if deleted:
+                self._endpoints.pop(key, None)
+            else:
+                self._endpoints[key] = addresses
 
     def route(self, host: str, headers: dict[str, str]) -> tuple[dict[str, Any], str] | None:
         """(the split taken, an address of its Service); None when nothing serves it."""
@@ -177,7 +180,7 @@ def proxy(table: Table) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _any
+        do_GET = do_POST = do_PUT = do_DELETE = _any
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

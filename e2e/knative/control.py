@@ -30,6 +30,10 @@ from forestflow_control_plane.state.store import Store
 READY_S = 300.0
 T = TypeVar("T")
 WORKER = [sys.executable, "-m", "forestflow_control_plane", "worker"]
+# The cluster's Prometheus for the knative workers' gates: FF_E2E_PROMETHEUS_URL (the test
+# cluster's, kept apart so that the local platform's tests scrape their runtimes), else
+# FF_PROMETHEUS_URL.
+PROMETHEUS = os.environ.get("FF_E2E_PROMETHEUS_URL") or os.environ.get("FF_PROMETHEUS_URL")
 PROMETHEUS_MISSING = (
     "FF_PROMETHEUS_URL: a Prometheus scraping the cluster's runtime pods (see "
     "knative/prometheus/scrape.yaml); gates cannot scrape pods from outside the cluster, and "
@@ -139,6 +143,7 @@ class Workers:
         self.env.update({
             "REDIS_URL": redis_url, "FF_PLATFORM": "knative", "FF_HOME": str(home),
             "FF_RECONCILE_SECONDS": "5",
+            **({"FF_PROMETHEUS_URL": PROMETHEUS} if PROMETHEUS else {}),
         })
         self.log = home / "worker.log"
         self.processes: list[subprocess.Popen[bytes]] = []

@@ -6,7 +6,6 @@ RQ worker processes with FF_PLATFORM=knative running the steps, gates reading Pr
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from redis import Redis
 from forestflow_control_plane.platforms.knative import KnativePlatform
 
 from .control import (
+    PROMETHEUS,
     PROMETHEUS_MISSING,
     Workers,
     enqueue_deploy,
@@ -39,7 +39,7 @@ ROLLOUT_S = 600.0
 
 @pytest.fixture
 def workers(redis: Redis, tmp_path: Path) -> Iterator[Workers]:
-    if not os.environ.get("FF_PROMETHEUS_URL"):
+    if not PROMETHEUS:
         pytest.skip(PROMETHEUS_MISSING)
     kwargs = redis.connection_pool.connection_kwargs
     pool = Workers(f"redis://{kwargs['host']}:{kwargs['port']}/0", tmp_path / "worker")
