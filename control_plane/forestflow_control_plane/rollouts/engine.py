@@ -10,6 +10,7 @@ token is no longer the stored one (a stale or duplicated job) changes nothing.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -80,6 +81,7 @@ class Rollouts:
         self._metrics_factory = metrics
         self._metrics_source: MetricsSource | None = None
         self._clock = clock
+        self._applying = threading.Lock()
 
     def start(self, contract: str, version: str) -> dict[str, Any]:
         """Begin `version`'s phase-in from the current split; an unfinished rollout of
@@ -187,9 +189,16 @@ class Rollouts:
                 contract, retire, who="reconcile", what=f"expiry by {owner.version}"
             )
             done.append(f"expired by {owner.version}'s policy")
-        if self._platform.apply(desired_state(snapshot)):
+        if self._apply_latest(contract):
             done.append("re-applied the desired state")
         return done
+
+    def _apply_latest(self, contract: str) -> bool:
+        """Apply what the store holds now, one apply at a time in this process: a reconcile
+        pass that read the store before a step committed must not apply after that step's
+        apply and so undo it."""
+        with self._applying:
+            return self._platform.apply(desired_state(self._store.get(contract)))
 
     def remove_orphans(self) -> list[str]:
         """Remove the objects of contracts the store no longer holds (a rollout job that
@@ -300,7 +309,7 @@ class Rollouts:
                 record = after.contract.rollout
                 assert record is not None
                 self._schedule(StepCall(contract, version, record.token, result.next_at))
-        self._platform.apply(desired_state(after))
+        self._apply_latest(contract)
         rollout = after.contract.rollout
         return {
             "contract": contract,
