@@ -36,6 +36,8 @@ build knative knative-queue knative.dev/serving/cmd/queue
 build kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$version_flags"
 build kube kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$version_flags"
 build kube kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$version_flags"
+build kube kube-proxy k8s.io/kubernetes/cmd/kube-proxy "$version_flags"
+build coredns coredns .
 # Debian's Prometheus has no Kubernetes discovery; this one has only that (its own build tags).
 build prometheus prometheus github.com/prometheus/prometheus/cmd/prometheus "" \
     remove_all_sd,enable_kubernetes_sd

@@ -2,13 +2,15 @@
 network namespace of their own, set up as a cluster install would set them up.
 
 Inside the namespace: etcd, kube-apiserver (RBAC on), kube-controller-manager,
-kube-scheduler, kwok (a fake node), Knative's webhook, controller, autoscaler and activator,
-each on the RBAC of Knative's own `controller` ServiceAccount, Prometheus, and the two
-stand-ins of the data path: pods.py (kubelet: each runtime pod in a network namespace of its
-own, reached from this one) and ingress.py (Kourier). The pod and Service addresses exist
-only there, and that namespace has no route anywhere: a packet to one never leaves it. From
-outside, the API server, the ingress and Prometheus are reached only through socat pairs on
-127.0.0.1 joined by Unix sockets.
+kube-scheduler, kube-proxy and CoreDNS (Service addresses and names), kwok (a fake node),
+Knative's webhook, Prometheus, and the two stand-ins of the data path: pods.py (kubelet: each
+runtime pod in a network namespace of its own, reached from this one) and ingress.py
+(Kourier). Knative's controller, autoscaler and activator run as its pods would, each in a
+network namespace of its own with a pod address; all four Knative components on the RBAC of
+Knative's own `controller` ServiceAccount. The pod and Service addresses exist only there,
+and the cluster's namespace has no route anywhere else: a packet to one never leaves it.
+From outside, the API server, the ingress and Prometheus are reached only through socat
+pairs on 127.0.0.1 joined by Unix sockets.
 """
 
 from __future__ import annotations
@@ -29,13 +31,17 @@ import yaml
 from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
 
-from e2e.cluster import manifests, pki
+from e2e.cluster import manifests, pki, pods
 
 NETNS = os.environ.get("FF_CLUSTER_NETNS", "forestflow-cluster")
-HOSTS = Path("/etc/netns") / NETNS
+ETC = Path("/etc/netns")
 API_PORT = 6443
 HOST_IP = "10.200.0.10"  # on the namespace's loopback: where Kubernetes refuses 127.0.0.1
+# The pod addresses of Knative's components that run in namespaces of their own.
+COMPONENT_IPS = {"controller": "10.200.1.1", "autoscaler": "10.200.1.2",
+                 "activator": "10.200.1.3"}
 SERVICE_RANGE = "10.96.0.0/16"
+DNS_IP = "10.96.0.10"  # kube-dns's address, as kubeadm gives it
 POD_RANGE = "10.244.0.0/16"
 NODE = "kwok-node-0"
 RUNTIME_IMAGE = "dev.local/forestflow-runtime:cpu"  # never pulled: pods.py runs this checkout
@@ -96,14 +102,18 @@ class Cluster:
         return env
 
     def _namespace(self) -> None:
-        # `ip netns exec` puts /etc/netns/<name>/hosts over /etc/hosts: the names of the
-        # cluster's Services that its processes call (there is no cluster DNS).
-        HOSTS.mkdir(parents=True, exist_ok=True)
-        (HOSTS / "hosts").write_text(manifests.hosts(HOST_IP))
+        _resolv_conf(NETNS)
         subprocess.run(["ip", "netns", "add", NETNS], check=True)
+        # Service addresses need a route for a connection to start; kube-proxy's rules then
+        # rewrite its address to an endpoint's (and reject one that has none).
         for command in (["link", "set", "lo", "up"],
-                        ["addr", "add", f"{HOST_IP}/32", "dev", "lo"]):
+                        ["addr", "add", f"{HOST_IP}/32", "dev", "lo"],
+                        ["route", "add", SERVICE_RANGE, "dev", "lo", "src", HOST_IP]):
             subprocess.run(["ip", "netns", "exec", NETNS, "ip", *command], check=True)
+        # Between the pods' namespaces, as a node routes between its pods; there is no
+        # route out of the cluster's.
+        subprocess.run(["ip", "netns", "exec", NETNS, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                       check=True)
 
     def _kubernetes(self, port: int, api: client.ApiClient) -> None:
         inner = self._kubeconfig("inner.kubeconfig", API_PORT, {"ff-admin": self._admin()})
@@ -155,6 +165,27 @@ class Cluster:
         ))
         wait("ServiceAccount default/default",
              lambda: core.read_namespaced_service_account("default", "default"))
+        self._services(inner, api)
+
+    def _services(self, inner: Path, api: client.ApiClient) -> None:
+        """kube-proxy and CoreDNS: a Service's name resolves, and its address leads to one
+        of its endpoints, for every process in the namespace."""
+        proxy = self.home / "kube-proxy.yaml"
+        proxy.write_text(yaml.safe_dump(manifests.kube_proxy(inner, NODE, POD_RANGE)))
+        self._start("kube-proxy", ["kube-proxy", "--config", str(proxy), "--v=1"])
+        corefile = self.home / "Corefile"
+        corefile.write_text(manifests.corefile(inner, HOST_IP))
+        self._start("coredns", ["coredns", "-conf", str(corefile)])
+        dyn = dynamic.DynamicClient(api)
+        dns = manifests.cluster_dns(DNS_IP)
+        for obj in (dns, manifests.process_endpoints(dns, HOST_IP)):
+            _apply(dyn, obj)
+        wait("the cluster's DNS and Service addresses", lambda: subprocess.run(
+            ["ip", "netns", "exec", NETNS, sys.executable, "-c",
+             "import socket; socket.create_connection("
+             "('kubernetes.default.svc.cluster.local', 443), timeout=2).close()"],
+            capture_output=True,
+        ).returncode == 0)
 
     def _knative(self, api: client.ApiClient) -> None:
         objects, webhooks = manifests.knative(self.manifests)
@@ -177,30 +208,41 @@ class Cluster:
              lambda: core.read_namespaced_service_account(KNATIVE_SA[1], KNATIVE_SA[0]))
         inner = self._kubeconfig("knative.kubeconfig", API_PORT, {
             "knative": {"token": _token(api, *KNATIVE_SA)},
-        })
-        for offset, component in enumerate(manifests.AS_PROCESSES):
-            self._start(f"knative-{component}", [f"knative-{component}"], env={
+        }, host=HOST_IP)
+        ips = {}
+        for component in manifests.AS_PROCESSES:
+            # Each in a pod's namespace of its own (their ports collide: the autoscaler's
+            # stats and the controller's probes are both :8080), but the webhook: the API
+            # server calls it on the cluster namespace's localhost.
+            netns = NETNS if component == "webhook" else self._pod_namespace(component)
+            ips[component] = HOST_IP if netns == NETNS else COMPONENT_IPS[component]
+            self._start(f"knative-{component}", [f"knative-{component}"], netns=netns, env={
                 "SYSTEM_NAMESPACE": "knative-serving", "KUBECONFIG": str(inner),
                 "CONFIG_LOGGING_NAME": "config-logging",
                 "CONFIG_OBSERVABILITY_NAME": "config-observability",
-                "METRICS_DOMAIN": "knative.dev/serving", "POD_IP": HOST_IP,
-                "POD_NAME": f"{component}-0", "PROFILING_PORT": str(18008 + offset),
-                "WEBHOOK_NAME": "webhook", "WEBHOOK_PORT": "443",
+                "METRICS_DOMAIN": "knative.dev/serving", "POD_IP": ips[component],
+                "POD_NAME": f"{component}-0", "WEBHOOK_NAME": "webhook", "WEBHOOK_PORT": "443",
             })
         for obj in webhooks:
             _apply(dyn, obj)
-        _apply(dyn, manifests.activator_endpoints(HOST_IP))
+        for obj in objects:
+            behind = manifests.PROCESS_SERVICES.get(obj["metadata"]["name"])
+            if obj["kind"] == "Service" and behind:
+                _apply(dyn, manifests.process_endpoints(obj, ips[behind]))
         wait("Knative's webhook (a dry-run Service)", lambda: _webhook_defaults(api))
         for obj in manifests.forestflow_config():
             _apply(dyn, obj)  # through Knative's ConfigMap webhook: a refusal stops here
 
     def _forward(self, name: str, inner: int, outer: int) -> None:
         """127.0.0.1:`outer` here to the namespace's 127.0.0.1:`inner`, through a Unix socket:
-        no address of the namespace is reached from outside it."""
-        joint = self.home / f"{name}.sock"
-        self._start(f"{name}-in", ["socat", f"UNIX-LISTEN:{joint},fork", f"TCP:127.0.0.1:{inner}"])
-        self._start(f"{name}-out", ["socat", f"TCP-LISTEN:{outer},bind=127.0.0.1,fork,reuseaddr",
-                                    f"UNIX-CONNECT:{joint}"], in_netns=False)
+        no address of the namespace is reached from outside it. Both listen with the
+        kernel's backlog: with socat's 5, a burst of new connections is reset."""
+        joint, backlog = self.home / f"{name}.sock", f"backlog={socket.SOMAXCONN}"
+        self._start(f"{name}-in", ["socat", f"UNIX-LISTEN:{joint},fork,{backlog}",
+                                   f"TCP:127.0.0.1:{inner}"])
+        self._start(f"{name}-out", ["socat",
+                                    f"TCP-LISTEN:{outer},bind=127.0.0.1,fork,reuseaddr,{backlog}",
+                                    f"UNIX-CONNECT:{joint}"], netns=None)
 
     def _data_plane(self, inner: Path) -> tuple[str, str]:
         """The stand-ins for kubelet (pods.py) and Kourier (ingress.py), and Prometheus
@@ -224,13 +266,22 @@ class Cluster:
             f"http://127.0.0.1:{prometheus}/-/ready", timeout=2).status == 200)
         return f"http://127.0.0.1:{ingress}", f"http://127.0.0.1:{prometheus}"
 
+    def _pod_namespace(self, component: str) -> str:
+        """A network namespace for a component that is a pod on a real cluster, with the
+        pod address kept for it, and a veth pair from the cluster's namespace."""
+        netns = f"{NETNS}-{component}"
+        _resolv_conf(netns)
+        pods.network(netns, f"ffk-{component}", COMPONENT_IPS[component], host=("-n", NETNS))
+        return netns
+
     def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-               in_netns: bool = True) -> None:
+               netns: str | None = NETNS) -> None:
         """A process of the cluster (a built binary by its name, else a command), in the
-        namespace unless said otherwise; its PID goes to pids/ for `down`."""
+        cluster's network namespace unless told another or None; its PID goes to pids/ for
+        `down`."""
         binary = self.bin / argv[0]
         command = [str(binary) if binary.exists() else argv[0], *argv[1:]]
-        prefix = ["ip", "netns", "exec", NETNS] if in_netns else []
+        prefix = ["ip", "netns", "exec", netns] if netns else []
         (self.home / "logs").mkdir(exist_ok=True)
         with (self.home / "logs" / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
@@ -244,13 +295,14 @@ class Cluster:
         return {"client-certificate": str(self.pki / "admin.crt"),
                 "client-key": str(self.pki / "admin.key")}
 
-    def _kubeconfig(self, name: str, port: int, users: dict[str, dict[str, str]]) -> Path:
+    def _kubeconfig(self, name: str, port: int, users: dict[str, dict[str, str]],
+                    host: str = "127.0.0.1") -> Path:
         """A kubeconfig with a context per user, named as the user; the first is current."""
         path = self.home / name
         path.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": next(iter(users)),
             "clusters": [{"name": "ff", "cluster": {
-                "server": f"https://127.0.0.1:{port}",
+                "server": f"https://{host}:{port}",
                 "certificate-authority": str(self.pki / "ca.crt"),
             }}],
             "users": [{"name": user, "user": fields} for user, fields in users.items()],
@@ -274,8 +326,22 @@ def down(home: Path) -> None:
             time.sleep(0.1)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-    subprocess.run(["ip", "netns", "del", NETNS], stderr=subprocess.DEVNULL, check=False)
-    subprocess.run(["rm", "-rf", str(home), str(HOSTS)], check=True)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    runtime_pods = [line.split()[0] for line in listed.splitlines()
+                    if line.startswith(pods.NETNS_PREFIX)]  # of pods stopped before pods.py
+    namespaces = [NETNS, *(f"{NETNS}-{c}" for c in COMPONENT_IPS), *runtime_pods]
+    for netns in namespaces:
+        subprocess.run(["ip", "netns", "del", netns], stderr=subprocess.DEVNULL, check=False)
+    subprocess.run(["rm", "-rf", str(home), *(str(ETC / n) for n in namespaces)], check=True)
+
+
+def _resolv_conf(netns: str) -> None:
+    """`ip netns exec` puts /etc/netns/<netns>/resolv.conf over /etc/resolv.conf: processes
+    there ask the cluster's DNS, as a pod's resolv.conf from kubelet has them."""
+    (ETC / netns).mkdir(parents=True, exist_ok=True)
+    (ETC / netns / "resolv.conf").write_text(
+        f"nameserver {DNS_IP}\nsearch svc.cluster.local cluster.local\n"
+    )
 
 
 def _alive(pid: int) -> bool:

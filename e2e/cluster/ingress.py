@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import random
+import socket
 import sys
 import threading
 import time
@@ -188,6 +189,14 @@ def proxy(table: Table) -> type[BaseHTTPRequestHandler]:
     return Proxy
 
 
+class Server(ThreadingHTTPServer):
+    """A thread per connection, and Envoy's listen backlog (the kernel's somaxconn): with
+    socketserver's 5, a burst of new connections is reset."""
+
+    daemon_threads = True
+    request_queue_size = socket.SOMAXCONN
+
+
 def main() -> None:
     config.load_kube_config(config_file=sys.argv[1])
     port = int(sys.argv[2])
@@ -213,8 +222,7 @@ def main() -> None:
     }
     for what, run in followers.items():
         threading.Thread(target=_keep_trying, args=(what, run), daemon=True).start()
-    server = ThreadingHTTPServer(("127.0.0.1", port), proxy(table))
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", port), proxy(table))
     server.serve_forever()
 
 

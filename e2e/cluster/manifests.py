@@ -14,6 +14,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 # Run as processes next to the API server rather than as pods (no container runtime here).
 AS_PROCESSES = ("webhook", "controller", "autoscaler", "activator")
+# Their Services that other components call, and the process behind each (the webhook's
+# Service is the API server's: ExternalName).
+PROCESS_SERVICES = {"activator-service": "activator", "autoscaler": "autoscaler"}
 # Not for this cluster: autoscaling of Knative's own pods, cert-manager certificates, and
 # the queue-proxy image cache (no image is ever pulled).
 SKIPPED_KINDS = {"HorizontalPodAutoscaler", "PodDisruptionBudget", "Certificate", "Image"}
@@ -39,8 +42,8 @@ def _adapted(obj: dict[str, Any]) -> dict[str, Any] | None:
         # process on the cluster namespace's own loopback.
         obj["spec"] = {"type": "ExternalName", "externalName": "localhost",
                        "ports": [{"name": "https-webhook", "port": 443}]}
-    if kind == "Service" and namespace == "knative-serving" and name == "activator-service":
-        # No activator pod: its Endpoints are the activator process (activator_endpoints).
+    if kind == "Service" and namespace == "knative-serving" and name in PROCESS_SERVICES:
+        # No pod behind it: its Endpoints are the process (process_endpoints).
         del obj["spec"]["selector"]
     if kind == "ConfigMap" and name == "config-deployment":
         obj["data"]["queue-sidecar-image"] = QUEUE_IMAGE
@@ -135,22 +138,54 @@ def prometheus(kubeconfig: Path, interval: str) -> dict[str, Any]:
     return scrape
 
 
-def activator_endpoints(ip: str) -> dict[str, Any]:
-    """activator-service's Endpoints, the activator process at `ip`: what Knative's
-    serverless-service reconciler puts behind a revision's public Service while the
-    activator is in its path (at zero, or short of burst capacity)."""
-    ports = {"http": 8012, "http2": 8013, "https": 8112, "http-metrics": 9090,
-             "http-profiling": 8008}
+def process_endpoints(service: dict[str, Any], ip: str) -> dict[str, Any]:
+    """The Endpoints of a selectorless `service` whose pod is a process at `ip`: what the
+    endpoints controller would write for that pod. Knative's serverless-service reconciler
+    copies activator-service's behind a revision's public Service while the activator is in
+    its path (at zero, or short of burst capacity)."""
     return {
         "apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": "activator-service", "namespace": "knative-serving"},
-        "subsets": [{"addresses": [{"ip": ip}],
-                     "ports": [{"name": n, "port": p} for n, p in ports.items()]}],
+        "metadata": {"name": service["metadata"]["name"],
+                     "namespace": service["metadata"]["namespace"]},
+        "subsets": [{"addresses": [{"ip": ip}], "ports": [
+            {"name": p["name"], "port": p.get("targetPort", p["port"]),
+             "protocol": p.get("protocol", "TCP")}
+            for p in service["spec"]["ports"]
+        ]}],
     }
 
 
-def hosts(ip: str) -> str:
-    """The cluster's Service names its processes call, at the address they listen on."""
-    names = [f"autoscaler.knative-serving{suffix}" for suffix in ("", ".svc",
-                                                                  ".svc.cluster.local")]
-    return f"127.0.0.1 localhost\n{ip} {' '.join(names)}\n"
+def cluster_dns(ip: str) -> dict[str, Any]:
+    """kube-dns at the Service address kubeadm gives it; its one endpoint is CoreDNS, a
+    process here (process_endpoints)."""
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                     "labels": {"k8s-app": "kube-dns"}},
+        "spec": {"clusterIP": ip, "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP"},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+        ]},
+    }
+
+
+def corefile(kubeconfig: Path, ip: str) -> str:
+    """CoreDNS's cluster zone, as kubeadm's Corefile has it, less what needs the world
+    (forward, cache of upstream answers): nothing here resolves a name outside the cluster."""
+    return (f".:53 {{\n    bind {ip}\n    errors\n"
+            f"    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n"
+            f"        kubeconfig {kubeconfig} ff-admin\n"
+            f"        pods insecure\n        fallthrough in-addr.arpa ip6.arpa\n    }}\n}}\n")
+
+
+def kube_proxy(kubeconfig: Path, node: str, pod_range: str) -> dict[str, Any]:
+    """kube-proxy's configuration: nftables mode, as on the node `node`; conntrack's limits
+    and timeouts are the kernel's (a namespace may not own them)."""
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+        "mode": "nftables", "hostnameOverride": node, "clusterCIDR": pod_range,
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "metricsBindAddress": "127.0.0.1:10249", "healthzBindAddress": "127.0.0.1:10256",
+        "conntrack": {"maxPerCore": 0, "tcpEstablishedTimeout": "0s",
+                      "tcpCloseWaitTimeout": "0s"},
+    }

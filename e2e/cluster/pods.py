@@ -38,6 +38,7 @@ SELECTOR = "forestflow.dev/contract"
 QUEUE_PROXY = "queue-proxy"
 # The runtime image's ENV (runtime_image/Dockerfile).
 IMAGE_ENV = {"PYTHONUNBUFFERED": "1", "FF_HOST": "0.0.0.0", "FF_PORT": "8080"}
+NETNS_PREFIX = "ffpod-"
 GATEWAY = "169.254.1.1"  # the pod's default route: the host side of every pod's veth
 PROBE_PERIOD_S = 0.25
 KUBELET_AGENT = "kube-probe/1.35"
@@ -46,6 +47,23 @@ STOP_GRACE_S = 10.0
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True)
+
+
+def network(netns: str, link: str, ip: str, host: tuple[str, ...] = ()) -> None:
+    """A pod's own network namespace with its `ip`, and a veth pair to it from the cluster's
+    (the namespace this runs in, or `host`: `ip` arguments that name it)."""
+    _ip("netns", "add", netns)
+    _ip(*host, "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", netns)
+    _ip(*host, "addr", "add", f"{GATEWAY}/32", "dev", link)
+    _ip(*host, "link", "set", link, "up")
+    # kwok hands a deleted pod's IP out again at once, while that pod may still be
+    # draining (queue-proxy waits out its grace period): the new pod takes the route.
+    _ip(*host, "route", "replace", f"{ip}/32", "dev", link)
+    for command in (["link", "set", "lo", "up"], ["addr", "add", f"{ip}/32", "dev", "eth0"],
+                    ["link", "set", "eth0", "up"],
+                    ["route", "add", GATEWAY, "dev", "eth0", "scope", "link"],
+                    ["route", "add", "default", "via", GATEWAY, "dev", "eth0"]):
+        _ip("-n", netns, *command)
 
 
 @dataclass
@@ -96,30 +114,14 @@ class Kubelet:
 
     def _start(self, pod: client.V1Pod, ip: str) -> Pod:
         short = pod.metadata.uid.replace("-", "")[:10]
-        netns, link = f"ffpod-{short}", f"ffv{short}"
+        netns, link = f"{NETNS_PREFIX}{short}", f"ffv{short}"
         try:
-            self._network(netns, link, ip)
+            network(netns, link, ip)
         except subprocess.CalledProcessError:
             subprocess.run(["ip", "link", "del", link], check=False)
             subprocess.run(["ip", "netns", "del", netns], check=False)
             raise
         return self._start_containers(pod, netns, ip)
-
-    @staticmethod
-    def _network(netns: str, link: str, ip: str) -> None:
-        """The pod's own namespace, and a veth pair to it from the cluster's."""
-        _ip("netns", "add", netns)
-        _ip("link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", netns)
-        _ip("addr", "add", f"{GATEWAY}/32", "dev", link)
-        _ip("link", "set", link, "up")
-        # kwok hands a deleted pod's IP out again at once, while that pod may still be
-        # draining (queue-proxy waits out its grace period): the new pod takes the route.
-        _ip("route", "replace", f"{ip}/32", "dev", link)
-        for command in (["link", "set", "lo", "up"], ["addr", "add", f"{ip}/32", "dev", "eth0"],
-                        ["link", "set", "eth0", "up"],
-                        ["route", "add", GATEWAY, "dev", "eth0", "scope", "link"],
-                        ["route", "add", "default", "via", GATEWAY, "dev", "eth0"]):
-            _ip("-n", netns, *command)
 
     def _start_containers(self, pod: client.V1Pod, netns: str, ip: str) -> Pod:
         log = self._logs / f"{pod.metadata.namespace}.{pod.metadata.name}.log"

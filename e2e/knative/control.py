@@ -41,12 +41,15 @@ PROMETHEUS_MISSING = (
 )
 
 
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = READY_S) -> T:
-    """`check`'s first truthy answer, asked every 0.2 s; the test fails after `timeout`."""
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = READY_S,
+             why: Callable[[], str] | None = None) -> T:
+    """`check`'s first truthy answer, asked every 0.2 s; the test fails after `timeout`,
+    saying `why()` when given (what the waited-on thing last said of itself)."""
     deadline = time.monotonic() + timeout
     while not (found := check()):
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+            said = f" ({why()})" if why else ""
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}{said}")
         time.sleep(0.2)
     return found
 

@@ -79,14 +79,19 @@ class World:
     def until_step(self, contract: str, version: str, step: int) -> None:
         """Take due steps, as the worker would, until the rollout is past `step` or done:
         a step the Route does not serve yet is taken again."""
+        waiting = ""
+
         def moved() -> bool:
+            nonlocal waiting
             record = self.store.get(contract).contract.rollout
             assert record is not None, f"{contract} has no rollout"
             if record.finished or record.progress.step > step:
                 return True
             self.next_step(contract, version)
+            waiting = record.progress.reason
             return False
-        wait_for(moved, f"{version}'s rollout past step {step}")
+        wait_for(moved, f"{version}'s rollout past step {step}",
+                 why=lambda: f"its rollout says: {waiting or 'nothing'}")
 
     def until_finished(self, contract: str, version: str) -> str:
         """Steps taken as they fall due until `version`'s rollout ends; how it ended."""

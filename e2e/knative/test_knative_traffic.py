@@ -33,11 +33,6 @@ from .test_knative_scenarios import World, routed, wait_for
 pytestmark = pytest.mark.timeout(900)
 
 BURST = 50
-NO_CLUSTER_DNS = (
-    "Knative's autoscaler scales a revision to zero only once a probe of its public Service, "
-    "by its cluster DNS name, reaches the activator; the test cluster has no cluster DNS "
-    "and no kube-proxy yet, so the revision stays at one replica"
-)
 
 
 def serving(
@@ -67,8 +62,6 @@ async def burst(url: str) -> Tally:
 def test_a_revision_at_zero_wakes_under_a_burst_and_loses_nothing(
     kube: client.ApiClient, platform: KnativePlatform, redis: Redis, namespace: str, models: str
 ) -> None:
-    if os.environ.get("FF_TEST_CLUSTER"):
-        pytest.skip(NO_CLUSTER_DNS)
     contract = f"{namespace}/mlp"
     scaling = {"min_replicas": 0, "max_replicas": 1, "retention_seconds": 0, "window_seconds": 6}
     url = serving(kube, platform, World(redis, platform),
