@@ -81,8 +81,16 @@ class Parts:
         return ClusterTargets()
 
     @cached_property
+    def _swap_client(self) -> httpx.Client:
+        """The reconcile's client to replicas, for repairs of in-place swaps."""
+        return httpx.Client()
+
+    @cached_property
     def _rollouts(self) -> Rollouts:
-        return Rollouts(self.store, self.platform, rq_schedule(self.queue), self.metrics_source)
+        return Rollouts(
+            self.store, self.platform, rq_schedule(self.queue), self.metrics_source,
+            repair=self.in_place(self._swap_client).repair,
+        )
 
     def rollouts(self) -> Rollouts:
         """Rollouts as the worker's jobs and reconcile run them."""
@@ -96,5 +104,7 @@ class Parts:
         return Gateway(self.settings)
 
     def close(self) -> None:
+        if "_swap_client" in self.__dict__:
+            self._swap_client.close()
         if "redis" in self.__dict__:
             self.redis.close()

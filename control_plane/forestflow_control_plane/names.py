@@ -30,6 +30,11 @@ def variants_key(contract: str) -> str:
     return f"ff:variants:{contract}"
 
 
+def swap_lease_key(contract: str) -> str:
+    """Held while an in-place swap of the contract runs; whoever holds it may move replicas."""
+    return f"ff:swap:{contract}"
+
+
 def events_key(contract: str) -> str:
     return f"ff:events:{contract}"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from forestflow_runtime.batching import Batcher
-from forestflow_runtime.config import ModelFormat, RuntimeConfig, TensorSpec
+from forestflow_runtime.config import ModelFormat, ModelSource, RuntimeConfig, TensorSpec
 from forestflow_runtime.datatypes import NUMPY_DTYPES, datatype_of
 from forestflow_runtime.errors import (
     DeadlineExceeded,
@@ -76,6 +76,8 @@ class DataPlane:
         )
         metrics.watch_load(queue_depth=lambda: self.batcher.depth, inflight=lambda: self.inflight)
         self._swap_lock = asyncio.Lock()
+        # Swaps asked for and not yet done, in order: each takes the lock in turn.
+        self.loading: list[ModelSource] = []
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -116,19 +118,23 @@ class DataPlane:
         source = dataclasses.replace(
             self.source, uri=uri, format=model_format or self.source.format
         )
-        async with self._swap_lock:
-            started = time.perf_counter()
-            try:
-                predictor = await asyncio.to_thread(load_and_warm, source, self.config.inputs)
-            except Exception:
-                self.metrics.swap(False, time.perf_counter() - started)
-                raise
-            self.batcher.model = predictor.predict
-            self.source, self.platform = source, predictor.platform
-            seconds = time.perf_counter() - started
-            self.metrics.swap(True, seconds)
-            self.metrics.model_loaded(seconds)
-            self.ready = True
+        self.loading.append(source)
+        try:
+            async with self._swap_lock:
+                started = time.perf_counter()
+                try:
+                    predictor = await asyncio.to_thread(load_and_warm, source, self.config.inputs)
+                except Exception:
+                    self.metrics.swap(False, time.perf_counter() - started)
+                    raise
+                self.batcher.model = predictor.predict
+                self.source, self.platform = source, predictor.platform
+                seconds = time.perf_counter() - started
+                self.metrics.swap(True, seconds)
+                self.metrics.model_loaded(seconds)
+                self.ready = True
+        finally:
+            self.loading.remove(source)
         log.info("swapped model %s to %s (%s) in %.3fs", self.name, uri, source.format, seconds)
         return SwapResult(uri, source.format, seconds)
 

@@ -105,6 +105,12 @@ def build_openapi(model: str, inputs: tuple[TensorSpec, ...]) -> dict[str, Any]:
                     {"type": "object", "required": ["input"], "properties": {"input": batch}},
                 )
             },
+            "/v2/repository/index": {
+                "post": _operation(
+                    "The served model and the artifact it serves",
+                    _json({"type": "array", "items": any_object}),
+                )
+            },
             f"/v2/repository/models/{model}/load": {
                 "post": _operation(
                     "Hot swap to a new artifact",

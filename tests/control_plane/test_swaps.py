@@ -4,11 +4,18 @@ turn through the runtime's load API, and the first failure puts every replica ba
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import http.server
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import yaml
 from redis import Redis
@@ -16,11 +23,11 @@ from redis import Redis
 from forestflow_control_plane.platforms.local.supervisor import Supervisor
 from forestflow_control_plane.rollouts.deploys import register, swap_of
 from forestflow_control_plane.rollouts.engine import Action, Rollouts
-from forestflow_control_plane.rollouts.in_place import InPlace
+from forestflow_control_plane.rollouts.in_place import LEASE_S, InPlace
 from forestflow_control_plane.spec.model_file import ModelFile, validate_model_file
 from forestflow_control_plane.state.store import ConflictError, Store
 from tests.control_plane.memory_platform import MemoryPlatform
-from tests.support import REPO, example_mlp, free_port
+from tests.support import REPO, eventually, example_mlp, free_port
 
 from .test_supervisor import spec
 
@@ -36,7 +43,8 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def model_file(weights: Path, uri: str = "mlp.safetensors", **change: Any) -> ModelFile:
     data = yaml.safe_load((REPO / "examples" / "mlp" / "model.yaml").read_text())
-    data["variant"]["model"].update(uri=str(weights / uri), python_path=str(weights))
+    located = uri if "://" in uri else str(weights / uri)
+    data["variant"]["model"].update(uri=located, python_path=str(weights))
     data["variant"].update(change)
     data["rollout"] = {"strategy": "in_place"}
     return validate_model_file(data)
@@ -149,13 +157,17 @@ def test_in_place_changes_only_the_artifact(redis: Redis, weights: Path) -> None
     assert store.get(C).variants["v1"].spec["model"]["uri"].endswith("mlp.safetensors")
 
 
-async def test_an_in_place_swap_takes_no_rollout_actions(
+async def test_an_in_place_swap_is_only_aborted_or_rolled_back_and_only_before_it_ends(
     redis: Redis, weights: Path, replicas: list[str]
 ) -> None:
     store, platform = serving(redis, weights, replicas)
     await swap(store, platform, model_file(weights, "new.safetensors"))
-    with pytest.raises(ConflictError, match="pause: the in-place swap of examples/mlp@v1 takes"):
-        Rollouts(store, platform, lambda call: None).act(C, Action.PAUSE, "alice")
+    rollouts = Rollouts(store, platform, lambda call: None)
+    with pytest.raises(ConflictError, match="pause: the in-place swap of examples/mlp@v1 can "
+                       "only be aborted or rolled back"):
+        rollouts.act(C, Action.PAUSE, "alice")
+    with pytest.raises(ConflictError, match=r"abort: .* is already succeeded"):
+        rollouts.act(C, Action.ABORT, "alice")
 
 
 async def test_with_no_replica_running_the_weights_are_tried_first(
@@ -168,3 +180,135 @@ async def test_with_no_replica_running_the_weights_are_tried_first(
     container = trial["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["FF_MODEL_URI"].endswith("new.safetensors")
+
+
+class Held:
+    """A file server whose answers wait until `released`: weights that take as long to fetch
+    as a test needs, as over a slow link."""
+
+    def __init__(self, root: Path) -> None:
+        self.asked, self.released = threading.Event(), threading.Event()
+        held = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def do_GET(self) -> None:
+                held.asked.set()
+                held.released.wait(60)
+                super().do_GET()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def held(weights: Path) -> Iterator[Held]:
+    server = Held(weights)
+    yield server
+    server.close()
+
+
+def index(url: str) -> dict[str, Any]:
+    (entry,) = httpx.post(f"{url}/v2/repository/index").json()
+    return dict(entry)
+
+
+def serves(url: str) -> str:
+    """The artifact a replica serves once the loads it has begun are done."""
+    entry = index(url)
+    return str([entry, *entry.get("loading", [])][-1]["uri"])
+
+
+def status(store: Store) -> str:
+    record = store.get(C).contract.rollout
+    assert record is not None
+    return record.status.value
+
+
+KILLED_JOB = """
+import sys, httpx, orjson
+from redis import Redis
+from forestflow_control_plane.rollouts.in_place import InPlace
+from forestflow_control_plane.state.store import Store
+from tests.control_plane.memory_platform import MemoryPlatform
+redis_url, urls, model = sys.argv[1], sys.argv[2].split(","), orjson.loads(sys.argv[3])
+with httpx.Client() as client:
+    InPlace(Store(Redis.from_url(redis_url)), MemoryPlatform(), lambda c, v: urls, client).run(
+        "examples/mlp", "v1", model)
+"""
+
+
+async def test_a_swap_whose_job_was_killed_mid_load_is_reverted_by_the_next_reconcile(
+    redis: Redis, redis_url: str, weights: Path, replicas: list[str], held: Held
+) -> None:
+    """Issue 11's reproduction: the job SIGKILLed while a replica fetches the new weights,
+    which that replica then goes on to serve. The first reconcile pass after the job's lease
+    lapses marks the swap rolled back and puts the replica back."""
+    store, platform = serving(redis, weights, replicas)
+    before = outputs(replicas)
+    wanted = swap_of(store.get(C), model_file(weights, f"{held.url}/new.safetensors"))
+    assert wanted is not None
+    job = subprocess.Popen(
+        [sys.executable, "-c", KILLED_JOB, redis_url, ",".join(replicas), orjson.dumps(wanted)],
+        cwd=REPO,
+    )
+    try:
+        assert await asyncio.to_thread(held.asked.wait, 60)
+        assert status(store) == "running"
+    finally:
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+    held.released.set()
+    await asyncio.to_thread(eventually, lambda: "loading" not in index(replicas[0]), 30.0,
+                            "the killed job's load to end on its replica")
+    assert serves(replicas[0]) == wanted["uri"]  # the hazard: new weights, spec says old
+    with httpx.Client() as client:
+        repair = InPlace(store, platform, platform.replica_urls, client).repair
+        rollouts = Rollouts(store, platform, lambda call: None, repair=repair)
+        started = time.monotonic()
+        done = await asyncio.to_thread(_until_repaired, rollouts)
+        assert time.monotonic() - started < LEASE_S + 2
+        assert rollouts.reconcile(C) == []  # repaired: the next pass finds nothing to do
+    assert status(store) == "rolled_back"
+    assert "its job stopped before every replica had the new weights" in done[0]
+    assert [serves(u) for u in replicas] == [str(weights / "mlp.safetensors")] * 2
+    assert outputs(replicas) == before
+    assert store.get(C).variants["v1"].spec["model"]["uri"].endswith("mlp.safetensors")
+
+
+def _until_repaired(rollouts: Rollouts) -> list[str]:
+    """Reconcile passes until one does something: none does while the lease is held."""
+    while not (done := rollouts.reconcile(C)):
+        time.sleep(0.2)
+    return done
+
+
+async def test_an_abort_mid_swap_stops_the_job_which_puts_back_what_it_swapped(
+    redis: Redis, weights: Path, replicas: list[str], held: Held
+) -> None:
+    store, platform = serving(redis, weights, replicas)
+    before = outputs(replicas)
+    slow = model_file(weights, f"{held.url}/new.safetensors")
+    running = asyncio.create_task(swap(store, platform, slow))
+    assert await asyncio.to_thread(held.asked.wait, 60)
+    with pytest.raises(ConflictError, match="an in-place swap of examples/mlp is running"):
+        await swap(store, platform, model_file(weights, "new.safetensors"))
+    Rollouts(store, platform, lambda call: None).act(C, Action.ABORT, "alice")
+    assert status(store) == "aborted"
+    held.released.set()
+    progress = (await running)["rollout"]["progress"]
+    assert (progress["status"], progress["reason"]) == ("aborted", "abort by alice")
+    assert [serves(u) for u in replicas] == [str(weights / "mlp.safetensors")] * 2
+    assert outputs(replicas) == before
+    assert store.get(C).variants["v1"].spec["model"]["uri"].endswith("mlp.safetensors")

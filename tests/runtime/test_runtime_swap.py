@@ -150,6 +150,14 @@ async def test_swap_downloads_http_uri(code_dir: Path, tmp_path: Path, file_serv
             assert missing.status_code == 500 and "404" in missing.json()["error"]
 
 
+async def index(client: httpx.AsyncClient) -> dict[str, object]:
+    """The model's entry in the repository index: the artifact it serves, those it loads."""
+    reply = await client.post("/v2/repository/index")
+    assert reply.status_code == 200, reply.text
+    (entry,) = reply.json()
+    return dict(entry)
+
+
 async def until_arrived(gates: list[Gate], timeout_s: float = GUARD_S) -> None:
     """Until a call has reached one of `gates`."""
     async with asyncio.timeout(timeout_s):
@@ -175,6 +183,12 @@ async def test_concurrent_swaps_are_serialised(
             first, second = sorted(swaps, key=lambda seed: -swaps[seed].arrived)
             # While the first swap warms up, the second waits for it: it has not begun its own.
             assert swaps[second].arrived == 0
+            by_seed = dict(zip(swaps, map(str, uris), strict=True))
+            assert await index(client) == {
+                "name": "affine", "version": "v1", "state": "READY", "uri": str(old),
+                "format": "state_dict",
+                "loading": [{"uri": by_seed[s], "format": "state_dict"} for s in (first, second)],
+            }
             swaps[first].open()
             await swaps[second].arrival(1)
             # The first swap finished before the second began: its model serves meanwhile.
@@ -182,4 +196,8 @@ async def test_concurrent_swaps_are_serialised(
             swaps[second].open()
             assert [(await reply).status_code for reply in replies] == [200, 200]
             np.testing.assert_allclose(await predict(client), reference(second), rtol=1e-5)
+            assert await index(client) == {
+                "name": "affine", "version": "v1", "state": "READY", "uri": by_seed[second],
+                "format": "state_dict",
+            }
 

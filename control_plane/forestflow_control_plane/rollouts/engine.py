@@ -63,9 +63,14 @@ Schedule = Callable[[StepCall], None]
 MetricsFactory = Callable[[], MetricsSource]
 
 
+Repair = Callable[[str], list[str]]
+
+
 class Rollouts:
     """`metrics` is called the first time a gated step needs a reading, so a platform with no
-    metrics source configured still runs every ungated rollout."""
+    metrics source configured still runs every ungated rollout. `repair` is the in-place
+    swaps' (in_place.InPlace.repair): the reconcile runs it first, for a swap whose job
+    stopped."""
 
     def __init__(
         self,
@@ -74,7 +79,9 @@ class Rollouts:
         schedule: Schedule,
         metrics: MetricsFactory | None = None,
         clock: Callable[[], float] = time.time,
+        repair: Repair | None = None,
     ) -> None:
+        self._repair = repair
         self._store = store
         self._platform = platform
         self._schedule = schedule
@@ -159,10 +166,11 @@ class Rollouts:
 
     def reconcile(self, contract: str) -> list[str]:
         """Re-evaluate the time-based policies of one contract and re-apply its desired state:
-        run a rollout step whose scheduled job is overdue (lost with a flushed Redis, say),
-        expire what the serving variant's ttl retires by now, and correct drift on the
-        platform. Returns what it did, for the log; nothing when all was in order."""
-        done = []
+        repair an in-place swap whose job stopped, run a rollout step whose scheduled job is
+        overdue (lost with a flushed Redis, say), expire what the serving variant's ttl
+        retires by now, and correct drift on the platform. Returns what it did, for the log;
+        nothing when all was in order."""
+        done = self._repair(contract) if self._repair else []
         snapshot = self._store.get(contract)
         record = snapshot.contract.rollout
         if (
@@ -260,10 +268,7 @@ class Rollouts:
             raise ConflictError(f"contract {contract!r} has no rollout to {action}")
         version = record.candidate
         if record.strategy == "in_place":
-            raise ConflictError(
-                f"{action}: the in-place swap of {contract}@{version} takes no actions; it "
-                "reverts on its own at the first replica that fails"
-            )
+            return self._stop_swap(contract, version, action, who)
 
         def change(before: ContractSnapshot) -> tuple[ContractSnapshot, StepResult | None]:
             current = before.contract.rollout
@@ -279,6 +284,37 @@ class Rollouts:
             except phase_in.RolloutFinishedError as exc:
                 raise ConflictError(f"rollout of {contract}@{version}: {exc}") from None
             return lifecycle.with_result(before, result, current.token + 1, now), result
+
+        return self._transition(contract, version, change, who=who)
+
+    def _stop_swap(self, contract: str, version: str, action: Action, who: str) -> dict[str, Any]:
+        """Abort or roll back an in-place swap before its commit: only the record changes
+        here; the swap's job, or the reconcile's repair where the job is gone, puts back
+        the replicas it moved."""
+        if action not in (Action.ABORT, Action.ROLLBACK):
+            raise ConflictError(
+                f"{action}: the in-place swap of {contract}@{version} can only be aborted or "
+                "rolled back; it reverts on its own at the first replica that fails"
+            )
+        status = RolloutStatus.ABORTED if action is Action.ABORT else RolloutStatus.ROLLED_BACK
+
+        def change(before: ContractSnapshot) -> tuple[ContractSnapshot, StepResult | None]:
+            current = before.contract.rollout
+            if current is None or current.candidate != version:
+                raise ConflictError(f"the rollout of {contract} changed; try again")
+            if current.finished:
+                raise ConflictError(
+                    f"{action}: the in-place swap of {contract}@{version} is already "
+                    f"{current.status}"
+                )
+            if _variant(before, version).spec["model"] == current.model:
+                raise ConflictError(
+                    f"{action}: the in-place swap of {contract}@{version} has committed: the "
+                    "stored spec names the new weights; deploy the old ones in place to go back"
+                )
+            progress = replace(current.progress, status=status, reason=f"{action} by {who}")
+            rollout = replace(current, progress=progress)
+            return replace(before, contract=replace(before.contract, rollout=rollout)), None
 
         return self._transition(contract, version, change, who=who)
 

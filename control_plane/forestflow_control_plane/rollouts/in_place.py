@@ -5,16 +5,27 @@ that the replica answers the contract correctly, and only then goes on; the firs
 reverts every replica already swapped and leaves the stored variant as it was. The variant's
 spec changes only once every replica serves the new weights, so a replica started later
 loads them too; on knative that spec change is a new revision.
+
+Only the holder of the contract's swap lease moves replicas: the job while it runs, renewing
+it. A job that dies (SIGKILL, a timeout) lets it lapse within seconds, and the next reconcile
+pass takes it (`repair`): it finishes the swap from what the store says (committed: done; not:
+rolled back) and loads the stored artifact into every replica that serves another, by what
+each replica reports. An abort or rollback stops a running job at its next replica, and the
+job puts back those it swapped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
 import httpx
+from redis.exceptions import LockError, RedisError
+from redis.lock import Lock
 
 from forestflow_control_plane import names
 from forestflow_control_plane.knative.resources import make_service
@@ -32,10 +43,47 @@ from forestflow_control_plane.state.store import ConflictError, NotFoundError, S
 ReplicaFinder = Callable[[str, str], list[str]]
 SWAP_TIMEOUT_S = 600.0
 TRIAL_IMAGE = "trial"  # a trial replica runs the local runtime; the image is not used
+# A dead job's swap is taken over this long after its last renewal: within a reconcile pass.
+LEASE_S = 5.0
 
 
 class SwapFailedError(RuntimeError):
     """One replica would not load or answer with the new weights."""
+
+
+class SwapStoppedError(RuntimeError):
+    """The swap was aborted or rolled back, or its lease lapsed: move no more replicas."""
+
+
+class LeaseHeldError(RuntimeError):
+    """Another process holds the contract's swap lease."""
+
+
+@contextlib.contextmanager
+def _held(lease: Lock) -> Iterator[threading.Event]:
+    """Hold `lease`, renewed from a thread while the block runs; the event is set if a
+    renewal failed (the lease lapsed and may be someone else's)."""
+    if not lease.acquire():
+        raise LeaseHeldError("held")
+    lost, done = threading.Event(), threading.Event()
+
+    def renew() -> None:
+        while not done.wait(LEASE_S / 5):
+            try:
+                lease.reacquire()
+            except (LockError, RedisError):
+                lost.set()
+                return
+
+    renewer = threading.Thread(target=renew, name="forestflow-swap-lease", daemon=True)
+    renewer.start()
+    try:
+        yield lost
+    finally:
+        done.set()
+        renewer.join()
+        with contextlib.suppress(LockError, RedisError):
+            lease.release()
 
 
 class InPlace:
@@ -63,29 +111,114 @@ class InPlace:
         old = variant.spec["model"]
         if old == model:
             return _view(snapshot)
-        self._begin(contract, version, model)
-        name = names.model_name(contract)
+        try:
+            with _held(self._store.swap_lease(contract, LEASE_S)) as lost:
+                return self._run(contract, version, old, model, lost)
+        except LeaseHeldError:
+            raise ConflictError(
+                f"an in-place swap of {contract} is running; let it finish or abort it first"
+            ) from None
+
+    def _run(
+        self,
+        contract: str,
+        version: str,
+        old: dict[str, Any],
+        model: dict[str, Any],
+        lost: threading.Event,
+    ) -> dict[str, Any]:
+        snapshot = self._begin(contract, version, model)
+        record = snapshot.contract.rollout
+        assert record is not None
+        token, name = record.token, names.model_name(contract)
         swapped: list[str] = []
+        committed = False
         try:
             running = self._replicas(contract, version)
             if not running:
                 self._try(snapshot, version, model, name)
             for url in running:
+                self._going(contract, token, lost)
                 swapped.append(url)
                 self._swap(url, name, model, snapshot)
-            snapshot = self._commit(contract, version, model)
+            self._going(contract, token, lost)
+            snapshot, committed = self._commit(contract, version, model, token), True
             for url in self._replicas(contract, version):
                 if url not in swapped:  # started with the old spec while we swapped
                     self._swap(url, name, model, snapshot)
+        except SwapStoppedError:
+            if not lost.is_set():  # stopped by an abort: put back what this job moved
+                self._revert(swapped, name, old)
+            return _view(self._store.get(contract))
         except SwapFailedError as exc:
-            reason = str(exc)
-            for url in reversed(swapped):
-                try:
-                    self._load(url, name, old)
-                except SwapFailedError as failed:
-                    reason += f"; reverting {url} failed too: {failed}"
-            return _view(self._finish(contract, version, RolloutStatus.ROLLED_BACK, reason))
-        return _view(self._finish(contract, version, RolloutStatus.SUCCEEDED, "weights swapped"))
+            if committed:  # the spec names the new weights: the reconcile retries the rest
+                status = RolloutStatus.SUCCEEDED
+                reason = f"weights swapped; {exc}; the reconcile loads them there again"
+            else:
+                status, reason = RolloutStatus.ROLLED_BACK, str(exc) + self._revert(
+                    swapped, name, old
+                )
+            return _view(self._finish(contract, version, token, status, reason))
+        return _view(
+            self._finish(contract, version, token, RolloutStatus.SUCCEEDED, "weights swapped")
+        )
+
+    def repair(self, contract: str) -> list[str]:
+        """For the reconcile: finish an in-place swap whose job stopped, and load the
+        stored artifact into every replica of the variant that serves or is loading
+        another. Nothing while a job holds the lease. Returns what it did."""
+        record = self._store.get(contract).contract.rollout
+        if record is None or record.strategy != "in_place":
+            return []
+        try:
+            with _held(self._store.swap_lease(contract, LEASE_S)):
+                return self._repair(contract)
+        except LeaseHeldError:
+            return []
+
+    def _repair(self, contract: str) -> list[str]:
+        snapshot = self._store.get(contract)
+        record = snapshot.contract.rollout
+        assert record is not None
+        variant = snapshot.variants.get(record.candidate)
+        if variant is None:
+            return []
+        done = []
+        if not record.finished:
+            status, reason = (
+                (RolloutStatus.SUCCEEDED, "weights swapped; its job stopped after the commit")
+                if variant.spec["model"] == record.model
+                else (RolloutStatus.ROLLED_BACK, "its job stopped before every replica had "
+                      "the new weights; reverted")
+            )
+            self._finish(contract, record.candidate, record.token, status, reason)
+            done.append(f"in-place swap of {record.candidate}: {status}: {reason}")
+        name, model = names.model_name(contract), variant.spec["model"]
+        for url in self._replicas(contract, record.candidate):
+            try:
+                if self._last_loaded(url, name) != _swappable(model):
+                    self._load(url, name, model)
+                    done.append(f"{url} loaded {model['uri']}, as the spec says")
+            except SwapFailedError as exc:
+                done.append(f"{url} still serves another artifact: {exc}")
+        return done
+
+    def _going(self, contract: str, token: int, lost: threading.Event) -> None:
+        if lost.is_set():
+            raise SwapStoppedError("the swap lease lapsed")
+        record = self._store.get(contract).contract.rollout
+        if record is None or record.token != token or record.finished:
+            raise SwapStoppedError("the swap was stopped")
+
+    def _revert(self, swapped: list[str], name: str, old: dict[str, Any]) -> str:
+        """Load `old` back into the replicas swapped, last first; what failed, said."""
+        failures = ""
+        for url in reversed(swapped):
+            try:
+                self._load(url, name, old)
+            except SwapFailedError as failed:
+                failures += f"; reverting {url} failed too: {failed}"
+        return failures
 
     def _try(
         self, snapshot: ContractSnapshot, version: str, model: dict[str, Any], name: str
@@ -106,7 +239,7 @@ class InPlace:
         except TrialError as exc:
             raise SwapFailedError(f"the new weights did not start: {exc}") from exc
 
-    def _begin(self, contract: str, version: str, model: dict[str, Any]) -> None:
+    def _begin(self, contract: str, version: str, model: dict[str, Any]) -> ContractSnapshot:
         now = self._clock()
 
         def change(before: ContractSnapshot | None) -> ContractSnapshot:
@@ -131,16 +264,22 @@ class InPlace:
             rollout = RolloutRecord(progress, token, strategy="in_place", model=model)
             return replace(before, contract=replace(before.contract, rollout=rollout))
 
-        self._store.update(
+        return self._store.update(
             contract, change, who="rollout", what=f"in-place swap of {version}: {model['uri']}"
         )
 
-    def _commit(self, contract: str, version: str, model: dict[str, Any]) -> ContractSnapshot:
-        """The variant's spec takes the new artifact and the next revision."""
+    def _commit(
+        self, contract: str, version: str, model: dict[str, Any], token: int
+    ) -> ContractSnapshot:
+        """The variant's spec takes the new artifact and the next revision, unless the swap
+        was stopped meanwhile."""
 
         def change(before: ContractSnapshot | None) -> ContractSnapshot:
             if before is None:
                 raise NotFoundError(f"contract {contract!r} not found")
+            record = before.contract.rollout
+            if record is None or record.token != token or record.finished:
+                raise SwapStoppedError("the swap was stopped")
             variant = before.variants[version]
             spec = {**variant.spec, "model": model, "revision": variant.spec.get("revision", 1) + 1}
             return before.with_variant(replace(variant, spec=spec))
@@ -152,13 +291,15 @@ class InPlace:
         return after
 
     def _finish(
-        self, contract: str, version: str, status: RolloutStatus, reason: str
+        self, contract: str, version: str, token: int, status: RolloutStatus, reason: str
     ) -> ContractSnapshot:
+        """The swap `token` ends so, unless it ended otherwise meanwhile (an abort)."""
+
         def change(before: ContractSnapshot | None) -> ContractSnapshot:
             if before is None:
                 raise NotFoundError(f"contract {contract!r} not found")
             record = before.contract.rollout
-            if record is None or record.candidate != version:
+            if record is None or record.token != token or record.finished:
                 return before
             progress = replace(record.progress, status=status, reason=reason)
             rollout = replace(record, progress=progress)
@@ -172,8 +313,19 @@ class InPlace:
         self._load(url, name, model)
         self._probe(url, name, snapshot.contract.spec)
 
+    def _last_loaded(self, url: str, name: str) -> dict[str, Any]:
+        """The artifact `url` serves once the loads it has begun are done, by its
+        repository index."""
+        try:
+            response = self._client.post(f"{url}/v2/repository/index", timeout=10)
+            response.raise_for_status()
+            (entry,) = [e for e in response.json() if e.get("name") == name]
+        except (httpx.HTTPError, ValueError) as exc:
+            raise SwapFailedError(f"{url}: no repository index: {exc!r}") from exc
+        return _swappable([entry, *entry.get("loading", [])][-1])
+
     def _load(self, url: str, name: str, model: dict[str, Any]) -> None:
-        parameters = {key: model[key] for key in SWAPPABLE}
+        parameters = _swappable(model)
         try:
             response = self._client.post(
                 f"{url}/v2/repository/models/{name}/load",
@@ -202,6 +354,10 @@ class InPlace:
             raise SwapFailedError(
                 f"{url}: probe answered outputs {sorted(got)}, not {sorted(wanted)}"
             )
+
+
+def _swappable(model: dict[str, Any]) -> dict[str, Any]:
+    return {key: model.get(key) for key in SWAPPABLE}
 
 
 def _zeros(spec: dict[str, Any]) -> dict[str, Any]:

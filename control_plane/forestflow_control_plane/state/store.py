@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from redis import Redis
 from redis.exceptions import WatchError
+from redis.lock import Lock
 
 from forestflow_control_plane import names
 from forestflow_control_plane.state.errors import ConflictError, NotFoundError
@@ -35,6 +36,11 @@ class Store:
     def __init__(self, redis: Redis, clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
         self._clock = clock
+
+    def swap_lease(self, contract: str, ttl: float) -> Lock:
+        """The contract's in-place swap lease, unheld: it lapses `ttl` seconds after its
+        holder last renewed it, so a holder that died frees it on its own."""
+        return self._redis.lock(names.swap_lease_key(contract), timeout=ttl, blocking=False)
 
     def contracts(self) -> list[str]:
         return sorted(m.decode() for m in self._redis.smembers(names.CONTRACTS_INDEX))  # type: ignore[union-attr]

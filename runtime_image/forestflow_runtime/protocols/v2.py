@@ -47,6 +47,7 @@ class V2Endpoints:
             route("GET", versioned, self.model_metadata),
             route("GET", f"{model}/ready", self.model_ready),
             route("GET", f"{versioned}/ready", self.model_ready),
+            route("POST", "/v2/repository/index", self.index),
             route("POST", "/v2/repository/models/{name}/load", self.load),
         ]
 
@@ -94,6 +95,23 @@ class V2Endpoints:
             request_id if isinstance(request_id, str) else None,
         )
         return self._response(document, inference)
+
+    async def index(self, request: Request) -> Response:
+        """The repository index (Triton's model repository extension), with the artifact
+        the model serves and those it is loading: what a control plane compares with the
+        spec it stored."""
+        plane = self.plane
+        entry: dict[str, Any] = {
+            "name": plane.name,
+            "state": "READY" if plane.ready else "LOADING",
+            "uri": plane.source.uri,
+            "format": plane.source.format.value,
+        }
+        if plane.config.variant:
+            entry["version"] = plane.config.variant
+        if plane.loading:
+            entry["loading"] = [{"uri": s.uri, "format": s.format.value} for s in plane.loading]
+        return json_response(200, [entry])
 
     async def load(self, request: Request) -> Response:
         """Hot swap: {"parameters": {"uri": ..., "format": ...?}} replaces the served model."""
