@@ -325,3 +325,28 @@ def test_a_reconcile_pass_removes_what_a_deleted_contract_left_on_the_platform(
     assert redis.hkeys(names.LOCAL_SERVICES) == [b"examples/ff-mlp-v1"]
     assert redis.hkeys(names.LOCAL_ROUTES) == [b"examples/mlp"]
     assert reconcile_all(rollouts, store.contracts()) == {}
+
+
+def test_a_deploy_whose_start_job_was_lost_is_started_by_the_reconcile(
+    world: tuple[Store, MemoryPlatform, list[StepCall], Clock, Rollouts],
+) -> None:
+    """A crash between the deploy's write and its enqueue: the variant is stored pending
+    and no job will ever start it."""
+    store, _, _, clock, rollouts = world
+    register(store, variant("v1"), who="t")
+    rollouts.start(C, "v1")
+    canary = {"policy": "canary", "steps": [10, 100], "hold_seconds": 30}
+    for version in ("v2", "v3"):
+        register(store, variant(version, phase_in=canary), who="t")
+    clock.now += 29.0
+    assert "started" not in " ".join(rollouts.reconcile(C))  # its job may be on its way
+    clock.now += 2.0
+    assert rollouts.reconcile(C) == [
+        "started the rollout of v2, whose job was lost",
+        "started the rollout of v3, whose job was lost",
+    ]
+    snapshot = store.get(C)
+    assert snapshot.contract.rollout is not None and snapshot.contract.rollout.candidate == "v3"
+    assert snapshot.contract.traffic == {"v1": 90, "v3": 10}
+    assert snapshot.variants["v2"].state is not VariantState.PENDING
+    assert rollouts.reconcile(C) == []

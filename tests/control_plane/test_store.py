@@ -107,33 +107,60 @@ def test_stale_generation_gets_conflict(redis: Redis) -> None:
         store.update("examples/mlp", set_traffic, who="b", what="t", expected_generation=1)
 
 
-def test_of_two_concurrent_writers_one_wins(redis_url: str, redis: Redis) -> None:
+def test_of_two_concurrent_writers_one_wins_and_the_other_writes_again_on_top(
+    redis_url: str, redis: Redis
+) -> None:
     store = Store(redis)
     register(store, model_file("v1"), who="alice")
     both_read = threading.Barrier(2, timeout=GUARD_S)
-    outcomes: list[str] = []
+    seen: dict[str, list[str]] = {"a": [], "b": []}
 
     def writer(name: str) -> Callable[[], None]:
         own = Store(Redis.from_url(redis_url))
 
         def change(before: ContractSnapshot | None) -> ContractSnapshot:
             assert before is not None
-            both_read.wait()  # both have read the same generation
-            variant = replace(before.variants["v1"], reason=name)
+            seen[name].append(before.variants["v1"].reason)
+            if len(seen[name]) == 1:
+                both_read.wait()  # both have read the same generation
+            variant = replace(before.variants["v1"], reason=before.variants["v1"].reason + name)
             return before.with_variant(variant)
 
-        def write() -> None:
-            try:
-                own.update("examples/mlp", change, who=name, what="write")
-                outcomes.append("won")
-            except ConflictError:
-                outcomes.append("conflict")
-
-        return write
+        return lambda: own.update("examples/mlp", change, who=name, what=f"write {name}") and None
 
     together(writer("a"), writer("b"))
-    assert sorted(outcomes) == ["conflict", "won"]
-    assert store.get("examples/mlp").variants["v1"].generation == 2
+    (loser,) = [name for name, reads in seen.items() if len(reads) == 2]
+    winner = "b" if loser == "a" else "a"
+    assert seen[loser] == ["", winner]  # it lost, then changed what had won
+    variant = store.get("examples/mlp").variants["v1"]
+    assert (variant.reason, variant.generation) == (winner + loser, 3)
+    assert [e.what for e in store.events("examples/mlp")][-2:] == [
+        f"write {winner}", f"write {loser}"
+    ]
+
+
+def test_a_writer_that_loses_every_race_gives_up_with_a_conflict(
+    redis_url: str, redis: Redis
+) -> None:
+    store = Store(redis)
+    register(store, model_file("v1"), who="alice")
+    other = Store(Redis.from_url(redis_url))
+    tries = []
+
+    def touch(before: ContractSnapshot | None) -> ContractSnapshot:
+        assert before is not None
+        return before.with_variant(replace(before.variants["v1"], reason=f"touch {len(tries)}"))
+
+    def always_beaten(before: ContractSnapshot | None) -> ContractSnapshot:
+        assert before is not None
+        tries.append(before.variants["v1"].reason)
+        other.update("examples/mlp", touch, who="other", what="touch")
+        return before.with_variant(replace(before.variants["v1"], reason="never"))
+
+    with pytest.raises(ConflictError, match="changed concurrently 5 times in a row"):
+        store.update("examples/mlp", always_beaten, who="a", what="w")
+    assert tries == ["", "touch 1", "touch 2", "touch 3", "touch 4"]  # each on what beat it
+    assert store.get("examples/mlp").variants["v1"].reason == "touch 5"
 
 
 def test_events_record_who_what_before_after(redis: Redis) -> None:
@@ -188,25 +215,27 @@ def test_delete_refused_by_its_check_or_a_stale_generation_changes_nothing(redis
     assert store.contracts() == []
 
 
-def test_a_write_between_read_and_delete_is_a_conflict_then_a_retry_wins(
+def test_a_write_between_read_and_delete_makes_the_delete_read_again(
     redis_url: str, redis: Redis
 ) -> None:
     store = Store(redis)
     register(store, model_file("v1"), who="alice")
     other = Store(Redis.from_url(redis_url))
+    checked: list[str] = []
 
     def meanwhile(snapshot: ContractSnapshot) -> None:
-        """Another writer commits after the delete has read and before it commits."""
-        variant = replace(snapshot.variants["v1"], reason="touched")
-        other.update("examples/mlp", lambda b: snapshot.with_variant(variant), who="c", what="w")
+        """Another writer commits after the delete has read and before it commits, once."""
+        checked.append(snapshot.variants["v1"].reason)
+        if len(checked) == 1:
+            variant = replace(snapshot.variants["v1"], reason="touched")
+            other.update("examples/mlp", lambda b: snapshot.with_variant(variant), who="c",
+                         what="w")
 
-    with pytest.raises(ConflictError, match="concurrently"):
-        store.delete("examples/mlp", who="bob", check=meanwhile)
-    assert store.get("examples/mlp").variants["v1"].reason == "touched"  # the writer's change
-    assert store.events("examples/mlp")[-1].what == "w"
-    deleted = store.delete("examples/mlp", who="bob")  # the retry reads afresh
+    deleted = store.delete("examples/mlp", who="bob", check=meanwhile)
+    assert checked == ["", "touched"]  # checked again, on what the writer committed
     assert deleted.variants["v1"].reason == "touched"
     assert store.contracts() == []
+    assert [e.what for e in store.events("examples/mlp")][-2:] == ["w", "deleted by bob"]
 
 
 def test_of_a_concurrent_delete_and_update_one_wins(redis_url: str, redis: Redis) -> None:
@@ -215,33 +244,34 @@ def test_of_a_concurrent_delete_and_update_one_wins(redis_url: str, redis: Redis
     both_read = threading.Barrier(2, timeout=GUARD_S)
     outcomes: dict[str, str] = {}
 
-    def deleter() -> None:
-        def check(snapshot: ContractSnapshot) -> None:
+    reads: list[str] = []
+
+    def first_read(who: str) -> None:
+        reads.append(who)
+        if reads.count(who) == 1:
             both_read.wait()  # both have read the same generation
 
-        try:
-            Store(Redis.from_url(redis_url)).delete("examples/mlp", who="d", check=check)
-            outcomes["delete"] = "won"
-        except ConflictError:
-            outcomes["delete"] = "conflict"
+    def deleter() -> None:
+        Store(Redis.from_url(redis_url)).delete("examples/mlp", who="d",
+                                                check=lambda s: first_read("d"))
+        outcomes["delete"] = "done"
 
     def updater() -> None:
         def change(before: ContractSnapshot | None) -> ContractSnapshot:
-            assert before is not None
-            both_read.wait()  # both have read the same generation
+            first_read("u")
+            if before is None:
+                raise NotFoundError("examples/mlp")
             return before.with_variant(replace(before.variants["v1"], reason="u"))
 
         try:
             Store(Redis.from_url(redis_url)).update("examples/mlp", change, who="u", what="w")
-            outcomes["update"] = "won"
-        except ConflictError:
-            outcomes["update"] = "conflict"
+            outcomes["update"] = "done"
+        except NotFoundError:
+            outcomes["update"] = "gone"
 
     together(deleter, updater)
-    assert sorted(outcomes.values()) == ["conflict", "won"]
-    if outcomes["delete"] == "won":
-        assert store.contracts() == []
-        assert store.events("examples/mlp")[-1].what == "deleted by d"
-    else:
-        assert store.get("examples/mlp").variants["v1"].reason == "u"
-        assert store.events("examples/mlp")[-1].what == "w"
+    # The delete always ends it; an update that lost the race finds the contract gone.
+    assert outcomes["delete"] == "done" and store.contracts() == []
+    whats = [e.what for e in store.events("examples/mlp")]
+    assert whats[-1] == "deleted by d"
+    assert (outcomes["update"], whats[-2]) in {("done", "w"), ("gone", "deploy v1")}

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from redis import Redis
 
+from forestflow_control_plane import names
 from forestflow_control_plane.platforms.local.supervisor import Supervisor
 from forestflow_control_plane.rollouts.deploys import register, swap_of
 from forestflow_control_plane.rollouts.engine import Action, Rollouts
@@ -312,3 +313,27 @@ async def test_an_abort_mid_swap_stops_the_job_which_puts_back_what_it_swapped(
     assert [serves(u) for u in replicas] == [str(weights / "mlp.safetensors")] * 2
     assert outputs(replicas) == before
     assert store.get(C).variants["v1"].spec["model"]["uri"].endswith("mlp.safetensors")
+
+
+async def test_a_swap_that_outlasts_its_lease_term_keeps_renewing_it_and_succeeds(
+    redis: Redis, weights: Path, replicas: list[str], held: Held
+) -> None:
+    store, platform = serving(redis, weights, replicas)
+    key = names.swap_lease_key(C)
+    running = asyncio.create_task(swap(store, platform, model_file(
+        weights, f"{held.url}/new.safetensors")))
+    assert await asyncio.to_thread(held.asked.wait, 60)
+    last, rises = [redis.pttl(key)], [0]
+
+    def renewed_twice() -> bool:
+        ttl = redis.pttl(key)
+        rises[0] += ttl > last[0]
+        last[0] = ttl
+        return rises[0] >= 2
+
+    await asyncio.to_thread(eventually, renewed_twice, 10.0, "the swap lease renewed twice")
+    held.released.set()
+    progress = (await running)["rollout"]["progress"]
+    assert (progress["status"], progress["reason"]) == ("succeeded", "weights swapped")
+    assert [serves(u) for u in replicas] == [f"{held.url}/new.safetensors"] * 2
+    assert redis.exists(key) == 0  # released at the end

@@ -84,6 +84,20 @@ def policy_owner(snapshot: ContractSnapshot) -> VariantRecord | None:
     return max(serving, key=lambda v: (v.created_at, v.version), default=None)
 
 
+def unstarted(snapshot: ContractSnapshot, registered_before: float) -> list[str]:
+    """Variants deployed before `registered_before` that are still pending and not a
+    rollout's candidate: their start job was lost. Oldest first, as their jobs would have
+    run."""
+    record = snapshot.contract.rollout
+    candidate = record.candidate if record else None
+    pending = [
+        v for v in snapshot.variants.values()
+        if v.state is VariantState.PENDING and v.version != candidate
+        and v.updated_at < registered_before
+    ]
+    return [v.version for v in sorted(pending, key=lambda v: (v.created_at, v.version))]
+
+
 def incumbent(progress: RolloutProgress) -> str | None:
     """The version the candidate is measured against: the largest share before the rollout."""
     return max(

@@ -35,7 +35,8 @@ from forestflow_control_plane.state.records import (
 )
 from forestflow_control_plane.state.store import ConflictError, NotFoundError, Store
 
-# A step this late past its time has lost its scheduled job; the reconcile runs it.
+# A step this late past its time, or a deploy this long unstarted, has lost its job; the
+# reconcile runs it.
 OVERDUE_GRACE_S = 30.0
 
 
@@ -166,12 +167,17 @@ class Rollouts:
 
     def reconcile(self, contract: str) -> list[str]:
         """Re-evaluate the time-based policies of one contract and re-apply its desired state:
-        repair an in-place swap whose job stopped, run a rollout step whose scheduled job is
-        overdue (lost with a flushed Redis, say), expire what the serving variant's ttl
-        retires by now, and correct drift on the platform. Returns what it did, for the log;
-        nothing when all was in order."""
+        repair an in-place swap whose job stopped, start a deploy whose job never ran (a
+        crash between the deploy's write and its enqueue), run a rollout step whose scheduled
+        job is overdue (lost with a flushed Redis, say), expire what the serving variant's
+        ttl retires by now, and correct drift on the platform. Returns what it did, for the
+        log; nothing when all was in order."""
         done = self._repair(contract) if self._repair else []
         snapshot = self._store.get(contract)
+        for version in lifecycle.unstarted(snapshot, self._clock() - OVERDUE_GRACE_S):
+            self.start(contract, version)
+            done.append(f"started the rollout of {version}, whose job was lost")
+            snapshot = self._store.get(contract)
         record = snapshot.contract.rollout
         if (
             record is not None

@@ -16,22 +16,20 @@ job puts back those it swapped.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import httpx
-from redis.exceptions import LockError, RedisError
-from redis.lock import Lock
 
 from forestflow_control_plane import names
 from forestflow_control_plane.knative.resources import make_service
 from forestflow_control_plane.platforms.base import Platform, TrialError
 from forestflow_control_plane.policies.desired import DesiredVariant, desired_state
 from forestflow_control_plane.policies.lifecycle import SWAPPABLE, SWAPPABLE_STATES
+from forestflow_control_plane.state.leases import LeaseHeldError, held
 from forestflow_control_plane.state.records import (
     ContractSnapshot,
     RolloutProgress,
@@ -53,37 +51,6 @@ class SwapFailedError(RuntimeError):
 
 class SwapStoppedError(RuntimeError):
     """The swap was aborted or rolled back, or its lease lapsed: move no more replicas."""
-
-
-class LeaseHeldError(RuntimeError):
-    """Another process holds the contract's swap lease."""
-
-
-@contextlib.contextmanager
-def _held(lease: Lock) -> Iterator[threading.Event]:
-    """Hold `lease`, renewed from a thread while the block runs; the event is set if a
-    renewal failed (the lease lapsed and may be someone else's)."""
-    if not lease.acquire():
-        raise LeaseHeldError("held")
-    lost, done = threading.Event(), threading.Event()
-
-    def renew() -> None:
-        while not done.wait(LEASE_S / 5):
-            try:
-                lease.reacquire()
-            except (LockError, RedisError):
-                lost.set()
-                return
-
-    renewer = threading.Thread(target=renew, name="forestflow-swap-lease", daemon=True)
-    renewer.start()
-    try:
-        yield lost
-    finally:
-        done.set()
-        renewer.join()
-        with contextlib.suppress(LockError, RedisError):
-            lease.release()
 
 
 class InPlace:
@@ -112,7 +79,7 @@ class InPlace:
         if old == model:
             return _view(snapshot)
         try:
-            with _held(self._store.swap_lease(contract, LEASE_S)) as lost:
+            with held(self._store.swap_lease(contract, LEASE_S)) as lost:
                 return self._run(contract, version, old, model, lost)
         except LeaseHeldError:
             raise ConflictError(
@@ -171,7 +138,7 @@ class InPlace:
         if record is None or record.strategy != "in_place":
             return []
         try:
-            with _held(self._store.swap_lease(contract, LEASE_S)):
+            with held(self._store.swap_lease(contract, LEASE_S)):
                 return self._repair(contract)
         except LeaseHeldError:
             return []

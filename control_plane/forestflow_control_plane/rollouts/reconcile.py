@@ -2,31 +2,39 @@
 contract through `Rollouts.reconcile`, so time-based policies (ttl expiry, a rollout step
 whose job was lost) happen on time and what drifted on the platform is put back.
 
-A lock in Redis that expires with the interval makes one worker do it per interval, however
-many run; a worker that dies holding it only delays the next pass by one interval.
+A lease in Redis with the interval as its term makes one worker do it per interval, however
+many run: renewed while the pass runs, left to lapse one interval after it ends. A worker
+that dies holding it only delays the next pass by one interval; a pass whose lease lapsed
+(a worker stalled past its term: another may have taken it) stops before its next contract.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import uuid
 
 from redis import Redis
 from redis.exceptions import RedisError
 
 from forestflow_control_plane import names
 from forestflow_control_plane.rollouts.engine import Rollouts
+from forestflow_control_plane.state.leases import LeaseHeldError, held
 from forestflow_control_plane.state.store import NotFoundError, Store
 
 log = logging.getLogger("forestflow.reconcile")
 
 
-def reconcile_all(rollouts: Rollouts, contracts: list[str]) -> dict[str, list[str]]:
+def reconcile_all(
+    rollouts: Rollouts, contracts: list[str], lost: threading.Event | None = None
+) -> dict[str, list[str]]:
     """Reconcile each contract on its own: one that fails is logged, not the end of the pass.
-    Then remove what is left on the platform of contracts no longer held."""
+    Then remove what is left on the platform of contracts no longer held. Once `lost` is
+    set the pass stops where it is."""
     done: dict[str, list[str]] = {}
     for contract in contracts:
+        if lost is not None and lost.is_set():
+            log.warning("reconcile pass stopped before %s: its lease lapsed", contract)
+            return done
         try:
             actions = rollouts.reconcile(contract)
         except NotFoundError:
@@ -51,12 +59,14 @@ def reconcile_all(rollouts: Rollouts, contracts: list[str]) -> dict[str, list[st
 def reconcile_forever(
     redis: Redis, rollouts: Rollouts, interval: float, stop: threading.Event
 ) -> None:
-    """Run a pass every `interval` seconds while this worker holds the pass's lock."""
-    me = uuid.uuid4().hex
+    """Run a pass every `interval` seconds when this worker gets the pass's lease."""
+    lease = redis.lock(names.RECONCILE_LOCK, timeout=interval, blocking=False, thread_local=False)
     while not stop.wait(interval):
         try:
-            if redis.set(names.RECONCILE_LOCK, me, nx=True, px=int(interval * 1000)):
-                reconcile_all(rollouts, Store(redis).contracts())
+            with held(lease, release=False) as lost:
+                reconcile_all(rollouts, Store(redis).contracts(), lost)
+        except LeaseHeldError:
+            continue
         except RedisError as exc:
             log.warning("reconcile skipped: %s", exc)
 

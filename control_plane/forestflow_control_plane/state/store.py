@@ -6,6 +6,7 @@ other gets `ConflictError`; the event describing the change commits with it.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -28,6 +29,8 @@ from forestflow_control_plane.state.records import (
 __all__ = ["Change", "ConflictError", "NotFoundError", "Store"]
 
 EVENTS_MAX = 10_000
+CAS_ATTEMPTS = 5
+CAS_BACKOFF_S = 0.01
 
 Change = Callable[[ContractSnapshot | None], ContractSnapshot]
 
@@ -40,7 +43,9 @@ class Store:
     def swap_lease(self, contract: str, ttl: float) -> Lock:
         """The contract's in-place swap lease, unheld: it lapses `ttl` seconds after its
         holder last renewed it, so a holder that died frees it on its own."""
-        return self._redis.lock(names.swap_lease_key(contract), timeout=ttl, blocking=False)
+        return self._redis.lock(
+            names.swap_lease_key(contract), timeout=ttl, blocking=False, thread_local=False
+        )
 
     def contracts(self) -> list[str]:
         return sorted(m.decode() for m in self._redis.smembers(names.CONTRACTS_INDEX))  # type: ignore[union-attr]
@@ -64,9 +69,12 @@ class Store:
         expected_generation: int | None = None,
     ) -> ContractSnapshot:
         """Apply `change` to the stored snapshot as one compare-and-set transaction.
-        `what` may be a callable, read after `change` ran, to describe what it did."""
-        with self._redis.pipeline() as pipe:
-            try:
+        `what` may be a callable, read after `change` ran, to describe what it did. A write
+        that lost the race is tried again on what won (`change` is a function of the
+        snapshot), a few times, backing off."""
+
+        def attempt() -> ContractSnapshot:
+            with self._redis.pipeline() as pipe:
                 before = _watch(pipe, contract)
                 current = before.contract.generation if before else 0
                 _check_generation(contract, current, expected_generation)
@@ -77,9 +85,9 @@ class Store:
                     pipe, contract, who, what if isinstance(what, str) else what(), before, after
                 )
                 pipe.execute()
-            except WatchError:
-                raise ConflictError(f"contract {contract!r} changed concurrently") from None
-        return after
+                return after
+
+        return _retried(contract, attempt)
 
     def delete(
         self,
@@ -94,8 +102,9 @@ class Store:
         The events stream stays, with a last event saying who deleted it: the audit log
         outlives the contract."""
         keys = (names.contract_key(contract), names.variants_key(contract))
-        with self._redis.pipeline() as pipe:
-            try:
+
+        def attempt() -> ContractSnapshot:
+            with self._redis.pipeline() as pipe:
                 before = _watch(pipe, contract)
                 if before is None:
                     raise NotFoundError(f"contract {contract!r} not found")
@@ -107,9 +116,9 @@ class Store:
                 pipe.srem(names.CONTRACTS_INDEX, contract)
                 self._record(pipe, contract, who, f"deleted by {who}", before, None)
                 pipe.execute()
-            except WatchError:
-                raise ConflictError(f"contract {contract!r} changed concurrently") from None
-        return before
+                return before
+
+        return _retried(contract, attempt)
 
     def events(self, contract: str, count: int = 100) -> list[Event]:
         rows = self._redis.xrevrange(names.events_key(contract), count=count)
@@ -171,6 +180,19 @@ class Store:
         for version, variant in after.variants.items():
             if before is None or before.variants.get(version) != variant:
                 pipe.hset(names.variants_key(name), version, orjson.dumps(variant.to_dict()))
+
+
+def _retried(contract: str, attempt: Callable[[], ContractSnapshot]) -> ContractSnapshot:
+    """`attempt` again while another write wins the race, backing off with jitter; a
+    ConflictError naming the contract once CAS_ATTEMPTS all lost."""
+    for tried in range(CAS_ATTEMPTS):
+        try:
+            return attempt()
+        except WatchError:
+            time.sleep(CAS_BACKOFF_S * 2**tried * (1 + random.random()))
+    raise ConflictError(
+        f"contract {contract!r} changed concurrently {CAS_ATTEMPTS} times in a row; try again"
+    )
 
 
 def _check_generation(contract: str, current: int, expected: int | None) -> None:
