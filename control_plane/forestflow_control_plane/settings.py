@@ -38,6 +38,8 @@ class Settings:
     kube_context: str | None = None  # knative: a kubeconfig context; None: in-cluster or current
     # knative: the Redis URL runtime pods reach (payload events, shadows, streams).
     runtime_redis_url: str | None = None
+    # The gateway refuses (413) a request body past this before reading it whole.
+    max_request_bytes: int = 64 * 2**20
 
     @property
     def api_url(self) -> str:
@@ -71,6 +73,7 @@ class Settings:
             mirror_metrics_port=_port(env, "FF_MIRROR_METRICS_PORT", 0) or None,
             kube_context=env.get("FF_KUBE_CONTEXT") or None,
             runtime_redis_url=env.get("FF_RUNTIME_REDIS_URL") or None,
+            max_request_bytes=_bytes(env, "FF_MAX_REQUEST_BYTES", cls.max_request_bytes),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -90,6 +93,7 @@ class Settings:
             "FF_MIRROR_METRICS_PORT": str(self.mirror_metrics_port or ""),
             "FF_KUBE_CONTEXT": self.kube_context or "",
             "FF_RUNTIME_REDIS_URL": self.runtime_redis_url or "",
+            "FF_MAX_REQUEST_BYTES": str(self.max_request_bytes),
         }
 
 
@@ -104,6 +108,15 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     if not 0 <= port <= 65535:
         raise SettingsError(f"{name}: port out of range: {port}")
     return port
+
+
+def _bytes(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingsError(f"{name}: not a positive number of bytes: {raw!r}")
+    return int(raw)
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

@@ -22,6 +22,7 @@ from forestflow_runtime.errors import (
     ModelLoadError,
     ModelNotFound,
     ModelNotReady,
+    PayloadTooLarge,
     QueueFull,
     RuntimeServingError,
 )
@@ -39,6 +40,7 @@ log = logging.getLogger("forestflow_runtime")
 
 STATUS: dict[type[RuntimeServingError], int] = {
     InvalidRequest: 400,
+    PayloadTooLarge: 413,
     ModelNotFound: 404,
     ModelNotReady: 503,
     QueueFull: 503,
@@ -98,7 +100,13 @@ class RuntimeApp:
             await send_response(send, json_response(404, {"error": f"no route for {path}"}))
             return
         matched, params = found
-        request = Request(method, path, dict(scope["headers"]), await read_body(receive), params)
+        headers = dict(scope["headers"])
+        try:
+            body = await read_body(receive, headers, self.config.max_request_bytes)
+        except PayloadTooLarge as exc:
+            await send_response(send, error_response(exc))
+            return
+        request = Request(method, path, headers, body, params)
         if not matched.is_inference:
             await send_response(send, await self._handle(matched, request))
             return

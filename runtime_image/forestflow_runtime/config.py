@@ -86,6 +86,11 @@ class StreamConfig:
     redis_url: str | None = None
 
 
+# A request body past this is refused (413) before it is read whole: 64 MiB, room for a
+# batch of images as base64 or binary tensors.
+MAX_REQUEST_BYTES = 64 * 2**20
+
+
 @dataclass(frozen=True, slots=True)
 class RuntimeConfig:
     model_name: str
@@ -100,6 +105,7 @@ class RuntimeConfig:
     variant: str = ""
     payloads: PayloadConfig = PayloadConfig()
     stream: StreamConfig = StreamConfig()
+    max_request_bytes: int = MAX_REQUEST_BYTES
 
 
 DEFAULT_INPUTS = (TensorSpec("input0", "FP32", None),)
@@ -128,6 +134,7 @@ def load_config(env: Mapping[str, str]) -> RuntimeConfig:
             max_queue=_integer(env, "FF_MAX_QUEUE", 256, minimum=1),
             request_timeout_ms=_number(env, "FF_REQUEST_TIMEOUT_MS", 30000.0, minimum=1.0),
         ),
+        max_request_bytes=_integer(env, "FF_MAX_REQUEST_BYTES", MAX_REQUEST_BYTES, minimum=1),
         host=env.get("FF_HOST", "127.0.0.1"),
         port=_integer(env, "FF_PORT", 8080, minimum=0, maximum=65535),
         cpu_threads=None if threads is None else _integer(env, "FF_CPU_THREADS", 0, minimum=1),

@@ -9,6 +9,10 @@ class InvalidRequest(RuntimeServingError):
     """The request is malformed or does not match the declared inputs; names the field."""
 
 
+class PayloadTooLarge(RuntimeServingError):
+    """The request body is over the server's limit; refused before it is read whole."""
+
+
 class ModelNotFound(RuntimeServingError):
     """The URL names a model this server does not serve."""
 

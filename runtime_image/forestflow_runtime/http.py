@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from forestflow_runtime.errors import InvalidRequest
+from forestflow_runtime.errors import InvalidRequest, PayloadTooLarge
 from forestflow_runtime.types import Receive, Send
 
 JSON = b"application/json"
@@ -67,16 +67,25 @@ def decode_object(body: bytes | memoryview) -> dict[str, object]:
     return document
 
 
-async def read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    """The whole body, unless it is over `limit` bytes: then PayloadTooLarge, as soon as the
+    declared length or the bytes received so far say so."""
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body: {int(declared)} bytes, over the limit of {limit}")
     message = await receive()
     body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
+    if not message.get("more_body", False) and len(body) <= limit:
         return body
-    chunks = [body]
-    while message.get("more_body", False):
+    chunks, size = [body], len(body)
+    while True:
+        if size > limit:
+            raise PayloadTooLarge(f"body: over the limit of {limit} bytes")
+        if not message.get("more_body", False):
+            return b"".join(chunks)
         message = await receive()
         chunks.append(message.get("body", b""))
-    return b"".join(chunks)
+        size += len(chunks[-1])
 
 
 async def send_response(send: Send, response: Response) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -10,13 +11,14 @@ import orjson
 import pytest
 import yaml
 from redis import Redis
-from rq import Queue
+from rq import Queue, SimpleWorker
 
 from forestflow_control_plane import names
 from forestflow_control_plane.api.app import create_app
 from forestflow_control_plane.api.auth import load_tokens
 from forestflow_control_plane.composition import Parts
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
+from forestflow_control_plane.rollouts import jobs
 from forestflow_control_plane.rollouts.engine import Rollouts
 from forestflow_control_plane.settings import Settings
 from forestflow_control_plane.state.records import ContractSnapshot, RolloutProgress, RolloutRecord
@@ -187,6 +189,16 @@ def roll_out(redis: Redis, version: str) -> None:
     Rollouts(Store(redis), platform, lambda call: None).start("examples/mlp", version)
 
 
+def work_the_queue(redis_url: str, home: Path) -> None:
+    """What a worker does with the jobs the API enqueued, run here until none is left."""
+    parts = Parts(Settings(home=home, redis_url=redis_url))
+    jobs.bind(parts)
+    try:
+        SimpleWorker([parts.queue], connection=parts.redis).work(burst=True)
+    finally:
+        parts.close()
+
+
 def services(redis: Redis) -> list[str]:
     return sorted(f.decode() for f in redis.hkeys(names.LOCAL_SERVICES))  # type: ignore[union-attr]
 
@@ -232,7 +244,7 @@ def test_not_found_names_what_is_missing(
 
 
 def test_a_variant_is_deleted_only_once_it_serves_nothing(
-    api: httpx.Client, redis: Redis, model_yaml: dict[str, Any]
+    api: httpx.Client, redis: Redis, redis_url: str, tmp_path: Path, model_yaml: dict[str, Any]
 ) -> None:
     assert deploy(api, model_yaml).status_code == 202
     roll_out(redis, "v1")
@@ -265,6 +277,8 @@ def test_a_variant_is_deleted_only_once_it_serves_nothing(
     assert len(log) == events + 1
     assert (log[-1]["who"], log[-1]["what"]) == ("admin", "delete v1")
     assert log[-1]["after"]["variants"]["v1"] == "expired"
+    assert services(redis) == ["examples/ff-mlp-v1", "examples/ff-mlp-v2"]  # the API applies none
+    work_the_queue(redis_url, tmp_path)
     assert services(redis) == ["examples/ff-mlp-v2"]
     assert route_tags(redis) == ["v2"]
 
@@ -317,7 +331,7 @@ def test_a_variant_a_running_rollout_needs_is_not_deleted(
 
 
 def test_a_contract_with_traffic_is_deleted_only_by_force(
-    api: httpx.Client, redis: Redis, model_yaml: dict[str, Any]
+    api: httpx.Client, redis: Redis, redis_url: str, tmp_path: Path, model_yaml: dict[str, Any]
 ) -> None:
     assert deploy(api, model_yaml).status_code == 202
     roll_out(redis, "v1")
@@ -341,6 +355,7 @@ def test_a_contract_with_traffic_is_deleted_only_by_force(
     for path in (CONTRACT, f"{CONTRACT}/variants", f"{CONTRACT}/variants/v1"):
         assert api.get(path).status_code == 404, path
     assert api.get("/v1/contracts").json() == {"contracts": []}
+    work_the_queue(redis_url, tmp_path)
     assert services(redis) == []
     assert route_tags(redis) == []
     log = api.get(f"{CONTRACT}/events").json()["events"]  # the audit log outlives it
@@ -361,3 +376,24 @@ def test_a_contract_without_traffic_is_deleted_and_can_come_back(
     assert again.status_code == 202
     assert again.json()["generation"] == 1
     assert [v["state"] for v in api.get(f"{CONTRACT}/variants").json()["variants"]] == ["pending"]
+
+
+async def test_a_deploy_waiting_on_redis_leaves_the_event_loop_serving(
+    api_url: str, redis: Redis, model_yaml: dict[str, Any]
+) -> None:
+    """Redis holds every write for a while (CLIENT PAUSE): the deploy's register waits on
+    it, off the event loop, and the API answers other requests meanwhile."""
+    headers = {"authorization": f"Bearer {ADMIN}", "content-type": "application/yaml"}
+    async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=60) as client:
+        redis.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+        try:
+            deploying = asyncio.create_task(
+                client.post("/v1/deploy", content=yaml.safe_dump(model_yaml).encode())
+            )
+            while not any("b" in c["flags"] for c in redis.client_list()):  # blocked
+                await asyncio.sleep(0.02)
+            assert (await client.get("/openapi.json")).status_code == 200
+            assert not deploying.done()  # still held by Redis
+        finally:
+            redis.execute_command("CLIENT", "UNPAUSE")
+        assert (await deploying).status_code == 202

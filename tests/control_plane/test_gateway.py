@@ -61,12 +61,15 @@ class Harness:
         annotations: dict[str, str] | None = None,
         uri: str = "mlp.safetensors",
         batch_window_ms: float = 2.0,
+        timeout_ms: int | None = None,
     ) -> None:
         """Write the contract's Services and Route as LocalPlatform.apply does, with these
         autoscaling annotations on every Service, and wake the gateway."""
         data = yaml.safe_load((REPO / "examples" / "mlp" / "model.yaml").read_text())
         data["contract"]["name"] = contract
         data["variant"]["batching"]["window_ms"] = batch_window_ms
+        if timeout_ms is not None:
+            data["variant"]["batching"]["timeout_ms"] = timeout_ms
         data["variant"]["model"].update(uri=str(self.weights / uri), python_path=str(self.weights))
         model = validate_model_file(data)
         spec = model.variant.model_dump(mode="json", by_alias=True, exclude={"version"})

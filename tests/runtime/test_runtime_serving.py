@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import time
 from pathlib import Path
 
@@ -205,3 +206,37 @@ def test_cpu_threads_apply_on_the_model_thread(code_dir: Path, tmp_path: Path) -
         torch.set_num_threads(before)
     assert reply.status_code == 200, reply.text
     assert reply.json()["output"] == [[1.0, 1.0, 1.0]]
+
+
+def _exchange(url: str, request: bytes) -> bytes:
+    """Send `request` on a new connection; the answer, read until its JSON body ends or the
+    server closes."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=GUARD_S) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+            if b"\r\n\r\n" in answer and answer.endswith(b"}"):
+                break
+    return answer
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read_whole(
+    code_dir: Path, tmp_path: Path
+) -> None:
+    weights = save_affine(tmp_path / "w.safetensors", seed=1)
+    config = dataclasses.replace(state_dict_config(code_dir, weights), max_request_bytes=1024)
+    head = "POST /v1/affine/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    with running_server(config) as server:
+        declared = _exchange(server.url, f"{head}content-length: 10000000\r\n\r\n{{".encode())
+        assert declared.startswith(b"HTTP/1.1 413 ")
+        assert b"body: 10000000 bytes, over the limit of 1024" in declared
+        chunk = b'{"input": [' + b"0.0, " * 300
+        chunked = _exchange(server.url, f"{head}transfer-encoding: chunked\r\n\r\n".encode()
+                            + b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        assert chunked.startswith(b"HTTP/1.1 413 ")
+        assert b"body: over the limit of 1024 bytes" in chunked
+        assert _exchange(server.url, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        ok = httpx.post(f"{server.url}/v1/affine/predict", json={"input": [[1.0, 2.0, 3.0, 4.0]]})
+        assert ok.status_code == 200

@@ -17,6 +17,8 @@ from redis import Redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 
 from forestflow_control_plane.api import errors as api_errors
 from forestflow_control_plane.api.auth import Principal, Role, Tokens
@@ -30,11 +32,15 @@ from forestflow_control_plane.api.errors import (
 )
 from forestflow_control_plane.api.responses import RolloutResponse, rollout_out, rollout_response
 from forestflow_control_plane.platforms.base import Platform
-from forestflow_control_plane.policies.desired import desired_state, nothing
 from forestflow_control_plane.policies.lifecycle import refuse_while_serving, retire
 from forestflow_control_plane.rollouts.deploys import register, swap_of
 from forestflow_control_plane.rollouts.engine import Action, Rollouts
-from forestflow_control_plane.rollouts.jobs import rq_schedule, start_rollout, swap_in_place
+from forestflow_control_plane.rollouts.jobs import (
+    rq_realise,
+    rq_schedule,
+    start_rollout,
+    swap_in_place,
+)
 from forestflow_control_plane.settings import Settings
 from forestflow_control_plane.shadows.payload_log import Payloads, read_payloads
 from forestflow_control_plane.shadows.results import ShadowReport, report
@@ -123,9 +129,12 @@ def create_app(parts: ApiParts, tokens: Tokens) -> FastAPI:
         app.state.redis = parts.redis
         app.state.store = parts.store
         app.state.queue = parts.queue
-        app.state.platform = parts.platform
-        # It starts and controls rollouts but never judges a gate: no metrics source.
-        app.state.rollouts = Rollouts(parts.store, parts.platform, rq_schedule(parts.queue))
+        app.state.realise = rq_realise(parts.queue)
+        # It controls rollouts but never judges a gate (no metrics source) nor calls the
+        # platform: a worker's job applies what it changed.
+        app.state.rollouts = Rollouts(
+            parts.store, parts.platform, rq_schedule(parts.queue), apply_later=app.state.realise
+        )
         yield
         parts.close()
 
@@ -155,6 +164,10 @@ def create_app(parts: ApiParts, tokens: Tokens) -> FastAPI:
         body = await request.body()
         if len(body) > MAX_MODEL_FILE_BYTES:
             raise PayloadTooLargeError(f"model file over {MAX_MODEL_FILE_BYTES} bytes")
+        # Parsing, the artifact checks and Redis are blocking work: off the event loop.
+        return await run_in_threadpool(deployed, request.app.state, body, who.name)
+
+    def deployed(state: State, body: bytes, who: str) -> dict[str, Any]:
         try:
             text = body.decode()
         except UnicodeDecodeError:
@@ -162,17 +175,16 @@ def create_app(parts: ApiParts, tokens: Tokens) -> FastAPI:
         model = parse_model_file(text)
         if settings.platform == "local":
             check_local_artifacts(model)
-        store: Store = request.app.state.store
-        snapshot = register(store, model, who.name)
+        snapshot = register(state.store, model, who)
         target = f"{model.contract.name}@{model.variant.version}"
         swap = swap_of(snapshot, model)
         if swap is not None:
-            job = request.app.state.queue.enqueue(
+            job = state.queue.enqueue(
                 swap_in_place, model.contract.name, model.variant.version, swap,
                 job_timeout=JOB_TIMEOUT_S, description=f"in-place swap {target}",
             )
         else:
-            job = request.app.state.queue.enqueue(
+            job = state.queue.enqueue(
                 start_rollout, model.contract.name, model.variant.version,
                 job_timeout=JOB_TIMEOUT_S, description=f"rollout {target}",
             )
@@ -219,10 +231,10 @@ def create_app(parts: ApiParts, tokens: Tokens) -> FastAPI:
                 expected_generation=expected_generation,
             )
         except NotFoundError:
-            # A delete that committed but died before the platform apply left objects behind.
-            request.app.state.platform.apply(nothing(contract))
+            # A delete that committed but died before its apply was enqueued left objects.
+            request.app.state.realise(contract)
             raise
-        request.app.state.platform.apply(nothing(contract))
+        request.app.state.realise(contract)
         return deleted.to_dict()
 
     @app.get(CONTRACT_PATH + "/variants", tags=["variants"], responses=READ_ERRORS)
@@ -263,7 +275,7 @@ def create_app(parts: ApiParts, tokens: Tokens) -> FastAPI:
                 what=f"delete {version}",
                 expected_generation=expected_generation,
             )
-        request.app.state.platform.apply(desired_state(after))
+        request.app.state.realise(contract)
         return after.variants[version].to_dict()
 
     @app.get(CONTRACT_PATH + "/traffic", tags=["contracts"], responses=READ_ERRORS)

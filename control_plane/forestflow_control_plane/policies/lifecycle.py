@@ -98,6 +98,27 @@ def unstarted(snapshot: ContractSnapshot, registered_before: float) -> list[str]
     return [v.version for v in sorted(pending, key=lambda v: (v.created_at, v.version))]
 
 
+def stop_swap(
+    snapshot: ContractSnapshot, version: str, status: RolloutStatus, action: str, who: str
+) -> ContractSnapshot:
+    """`who`'s `action` (abort, rollback) ends the in-place swap of `version` with `status`
+    before its commit: only the record changes; the replicas it moved are put back by its
+    job or the reconcile."""
+    contract, record = snapshot.contract.name, snapshot.contract.rollout
+    what, reason = f"{action}: the in-place swap of {contract}@{version}", f"{action} by {who}"
+    if record is None or record.candidate != version:
+        raise ConflictError(f"the rollout of {contract} changed; try again")
+    if record.finished:
+        raise ConflictError(f"{what} is already {record.status}")
+    if snapshot.variants[version].spec["model"] == record.model:
+        raise ConflictError(
+            f"{what} has committed: the stored spec names the new weights; deploy the old "
+            "ones in place to go back"
+        )
+    rollout = replace(record, progress=replace(record.progress, status=status, reason=reason))
+    return replace(snapshot, contract=replace(snapshot.contract, rollout=rollout))
+
+
 def incumbent(progress: RolloutProgress) -> str | None:
     """The version the candidate is measured against: the largest share before the rollout."""
     return max(

@@ -71,7 +71,8 @@ class Rollouts:
     """`metrics` is called the first time a gated step needs a reading, so a platform with no
     metrics source configured still runs every ungated rollout. `repair` is the in-place
     swaps' (in_place.InPlace.repair): the reconcile runs it first, for a swap whose job
-    stopped."""
+    stopped. With `apply_later` (the API's) a change is not applied here: the contract goes
+    to it, and a worker's job applies it (jobs.rq_realise)."""
 
     def __init__(
         self,
@@ -81,8 +82,10 @@ class Rollouts:
         metrics: MetricsFactory | None = None,
         clock: Callable[[], float] = time.time,
         repair: Repair | None = None,
+        apply_later: Callable[[str], None] | None = None,
     ) -> None:
         self._repair = repair
+        self._apply_later = apply_later
         self._store = store
         self._platform = platform
         self._schedule = schedule
@@ -207,10 +210,21 @@ class Rollouts:
             done.append("re-applied the desired state")
         return done
 
+    def realise(self, contract: str) -> bool:
+        """Make the platform match what the store holds now: the contract's desired state,
+        or nothing where it was deleted. Whether anything changed."""
+        try:
+            return self._apply_latest(contract)
+        except NotFoundError:
+            return self._platform.apply(nothing(contract))
+
     def _apply_latest(self, contract: str) -> bool:
         """Apply what the store holds now, one apply at a time in this process: a reconcile
         pass that read the store before a step committed must not apply after that step's
         apply and so undo it."""
+        if self._apply_later is not None:
+            self._apply_later(contract)
+            return False
         with self._applying:
             return self._platform.apply(desired_state(self._store.get(contract)))
 
@@ -305,22 +319,7 @@ class Rollouts:
         status = RolloutStatus.ABORTED if action is Action.ABORT else RolloutStatus.ROLLED_BACK
 
         def change(before: ContractSnapshot) -> tuple[ContractSnapshot, StepResult | None]:
-            current = before.contract.rollout
-            if current is None or current.candidate != version:
-                raise ConflictError(f"the rollout of {contract} changed; try again")
-            if current.finished:
-                raise ConflictError(
-                    f"{action}: the in-place swap of {contract}@{version} is already "
-                    f"{current.status}"
-                )
-            if _variant(before, version).spec["model"] == current.model:
-                raise ConflictError(
-                    f"{action}: the in-place swap of {contract}@{version} has committed: the "
-                    "stored spec names the new weights; deploy the old ones in place to go back"
-                )
-            progress = replace(current.progress, status=status, reason=f"{action} by {who}")
-            rollout = replace(current, progress=progress)
-            return replace(before, contract=replace(before.contract, rollout=rollout)), None
+            return lifecycle.stop_swap(before, version, status, action.value, who), None
 
         return self._transition(contract, version, change, who=who)
 

@@ -7,6 +7,7 @@ at its start (`bind`), from the composition root. A job run anywhere else fails 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -53,6 +54,19 @@ def swap_in_place(contract: str, version: str, model: dict[str, Any]) -> dict[st
     """Enqueued by an in-place deploy."""
     with httpx.Client() as client:
         return _parts().in_place(client).run(contract, version, model)
+
+
+def realise(contract: str) -> bool:
+    """Enqueued by an API write: the platform made to match what the store holds now."""
+    return _parts().rollouts().realise(contract)
+
+
+def rq_realise(queue: Queue) -> Callable[[str], None]:
+    def enqueue(contract: str) -> None:
+        queue.enqueue(realise, contract, job_timeout=JOB_TIMEOUT_S,
+                      description=f"apply {contract}")
+
+    return enqueue
 
 
 def rq_schedule(queue: Queue) -> Schedule:

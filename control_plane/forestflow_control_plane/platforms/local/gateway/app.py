@@ -67,6 +67,8 @@ HEAD_RESPONSE_DROPPED = RESPONSE_DROPPED - {b"content-length"}
 TICK_S = 0.2
 MAX_SENDS = 3  # a request unanswered by replicas that fail is sent at most this often
 RESYNC_INTERVAL_S = 5.0
+RUNTIME_DEADLINE_MS = 30000.0  # the runtime's FF_REQUEST_TIMEOUT_MS default
+ANSWER_GRACE_S = 2.0
 VARIANT_HEADER = b"x-forestflow-variant"
 JSON = b"application/json"
 
@@ -215,7 +217,12 @@ class Gateway:
             what = "service" if match.service else "contract"
             await _respond(send, 404, {"error": f"{what} {match.name} has no traffic"})
             return
-        body = await _read_body(receive)
+        try:
+            body = await _read_body(receive, headers, self._settings.max_request_bytes)
+        except TooLargeError as exc:
+            status = await _respond(send, 413, {"error": str(exc)})
+            pool.metrics.answered(status, time.perf_counter() - began)
+            return
         request = _request(scope, match.path, body)
         status = await self._proxy(pool, request, target.version, scope["method"], send)
         pool.metrics.answered(status, time.perf_counter() - began)
@@ -238,8 +245,16 @@ class Gateway:
                 return await _respond(send, 503, {"error": str(exc)}, retry_after=retry)
             except OverloadedError as exc:
                 return await _respond(send, 503, {"error": str(exc)}, retry_after="1")
+            timeout = _answer_timeout_s(pool)
             try:
-                answer = await member.upstream.send(request, head_only=method == "HEAD")
+                async with asyncio.timeout(timeout):
+                    answer = await member.upstream.send(request, head_only=method == "HEAD")
+            except TimeoutError:
+                # Past the replica's own deadline, unanswered: hung, not slow. Its connection
+                # is closed; not sent again, as it may have done the work.
+                return await _respond(send, 504, {
+                    "error": f"variant {version}: no answer within {timeout:g} s"
+                })
             except UpstreamError as exc:
                 await self._pools.lost(pool, member, exc.refused)
                 failed += 1
@@ -260,6 +275,13 @@ class Gateway:
             return answer.status
 
 
+def _answer_timeout_s(pool: Pool) -> float:
+    """How long a replica may take to answer: its own request deadline, by which it answers
+    504 itself, and a grace for that answer to arrive."""
+    deadline_ms = float(pool.spec.env.get("FF_REQUEST_TIMEOUT_MS", RUNTIME_DEADLINE_MS))
+    return deadline_ms / 1000 + ANSWER_GRACE_S
+
+
 def _request(scope: Scope, path: str, body: bytes) -> bytes:
     """The whole HTTP/1.1 request for the replica: the client's headers less hop-by-hop."""
     query = scope.get("query_string", b"")
@@ -278,17 +300,29 @@ def _request(scope: Scope, path: str, body: bytes) -> bytes:
     return b"".join(parts)
 
 
-async def _read_body(receive: Receive) -> bytes:
+class TooLargeError(ValueError):
+    """A request body over FF_MAX_REQUEST_BYTES."""
+
+
+async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    """The whole body, unless it is over `limit` bytes: TooLargeError as soon as the
+    declared length or the bytes received so far say so."""
+    declared = headers.get(b"content-length", b"")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLargeError(f"body: {int(declared)} bytes, over the limit of {limit}")
     message = await receive()
     body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
+    if not message.get("more_body", False) and len(body) <= limit:
         return body
-    chunks = [body]
+    chunks, size = [body], len(body)
     while True:
+        if size > limit:
+            raise TooLargeError(f"body: over the limit of {limit} bytes")
+        if not message.get("more_body", False):
+            return b"".join(chunks)
         message = await receive()
         chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
+        size += len(chunks[-1])
 
 
 async def _respond(
