@@ -1,9 +1,10 @@
-"""Test support: free ports on 127.0.0.1, ASGI apps under real uvicorn servers, and waiting
-on a condition that an event elsewhere makes true."""
+"""Test support: free ports on 127.0.0.1, ASGI apps under real uvicorn servers, a file server
+that answers when told, and waiting on a condition that an event elsewhere makes true."""
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import shutil
 import socket
 import subprocess
@@ -67,3 +68,33 @@ def example_mlp(target: Path, **seeds: int) -> Path:
     )
     subprocess.run([sys.executable, "-c", script, str(target)], check=True)
     return target
+
+
+class Held:
+    """A file server whose answers wait until `released`: weights that take as long to fetch
+    as a test needs, as over a slow link."""
+
+    def __init__(self, root: Path) -> None:
+        self.asked, self.released = threading.Event(), threading.Event()
+        held = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def do_GET(self) -> None:
+                held.asked.set()
+                held.released.wait(60)
+                super().do_GET()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()

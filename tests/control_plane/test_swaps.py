@@ -4,11 +4,9 @@ turn through the runtime's load API, and the first failure puts every replica ba
 from __future__ import annotations
 
 import asyncio
-import http.server
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,7 +26,7 @@ from forestflow_control_plane.rollouts.in_place import LEASE_S, InPlace
 from forestflow_control_plane.spec.model_file import ModelFile, validate_model_file
 from forestflow_control_plane.state.store import ConflictError, Store
 from tests.control_plane.memory_platform import MemoryPlatform
-from tests.support import REPO, eventually, example_mlp, free_port
+from tests.support import REPO, Held, eventually, example_mlp, free_port
 
 from .test_supervisor import spec
 
@@ -181,36 +179,6 @@ async def test_with_no_replica_running_the_weights_are_tried_first(
     container = trial["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["FF_MODEL_URI"].endswith("new.safetensors")
-
-
-class Held:
-    """A file server whose answers wait until `released`: weights that take as long to fetch
-    as a test needs, as over a slow link."""
-
-    def __init__(self, root: Path) -> None:
-        self.asked, self.released = threading.Event(), threading.Event()
-        held = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, directory=str(root), **kwargs)
-
-            def do_GET(self) -> None:
-                held.asked.set()
-                held.released.wait(60)
-                super().do_GET()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.released.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
