@@ -36,6 +36,15 @@ def held(example: Path) -> Iterator[Held]:
     server.close()
 
 
+@pytest.fixture
+def serving(local_platform: LocalPlatform, example: Path) -> LocalPlatform:
+    """The platform up, serving the example's v1."""
+    local_platform.up()
+    deployed = local_platform.ffctl("deploy", str(example), "--wait")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    return local_platform
+
+
 def over_http(example: Path, seed: int, held: Held) -> Path:
     """The same version, in place, with new weights that `held` serves."""
     local = with_weights(example, seed)
@@ -103,11 +112,9 @@ async def kill_mid_swap(platform: LocalPlatform, example: Path, held: Held) -> N
 
 
 def test_a_swap_whose_worker_was_killed_mid_load_is_reverted_after_ffctl_up(
-    local_platform: LocalPlatform, example: Path, held: Held
+    serving: LocalPlatform, example: Path, held: Held
 ) -> None:
-    local_platform.up()
-    assert local_platform.ffctl("deploy", str(example), "--wait").returncode == 0
-    asyncio.run(kill_mid_swap(local_platform, example, held))
+    asyncio.run(kill_mid_swap(serving, example, held))
 
 
 async def abort_mid_swap(platform: LocalPlatform, example: Path, held: Held) -> None:
@@ -128,8 +135,6 @@ async def abort_mid_swap(platform: LocalPlatform, example: Path, held: Held) -> 
 
 
 def test_ffctl_abort_stops_a_swap_midway_and_the_job_puts_the_replica_back(
-    local_platform: LocalPlatform, example: Path, held: Held
+    serving: LocalPlatform, example: Path, held: Held
 ) -> None:
-    local_platform.up()
-    assert local_platform.ffctl("deploy", str(example), "--wait").returncode == 0
-    asyncio.run(abort_mid_swap(local_platform, example, held))
+    asyncio.run(abort_mid_swap(serving, example, held))
