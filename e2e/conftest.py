@@ -57,12 +57,29 @@ def running(pid: int) -> bool:
         return False
 
 
-@pytest.fixture
-def local_platform(tmp_path: Path) -> Iterator[LocalPlatform]:
-    home = tmp_path / "ff"
+def new_platform(work: Path) -> LocalPlatform:
+    """A platform of its own under `work`: state directory, free ports, embedded Redis."""
+    home = work / "ff"
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "FF_SERVER")}
     env["FF_HOME"] = str(home)
-    platform = LocalPlatform(home, env, free_port(), free_port())
+    return LocalPlatform(home, env, free_port(), free_port())
+
+
+def new_example(work: Path) -> Path:
+    """A copy of examples/mlp with its weights built, retention cut to three seconds."""
+    target = work / "mlp"
+    weights = shutil.ignore_patterns("*.safetensors")
+    shutil.copytree(REPO / "examples" / "mlp", target, ignore=weights)
+    subprocess.run([sys.executable, str(target / "build.py")], check=True, capture_output=True)
+    spec = yaml.safe_load((target / "model.yaml").read_text())
+    spec["variant"]["scaling"]["retention_seconds"] = 3
+    (target / "model.yaml").write_text(yaml.safe_dump(spec))
+    return target / "model.yaml"
+
+
+@pytest.fixture
+def local_platform(tmp_path: Path) -> Iterator[LocalPlatform]:
+    platform = new_platform(tmp_path)
     try:
         yield platform
     finally:
@@ -71,12 +88,4 @@ def local_platform(tmp_path: Path) -> Iterator[LocalPlatform]:
 
 @pytest.fixture
 def example(tmp_path: Path) -> Path:
-    """A copy of examples/mlp with its weights built, retention cut to three seconds."""
-    target = tmp_path / "mlp"
-    weights = shutil.ignore_patterns("*.safetensors")
-    shutil.copytree(REPO / "examples" / "mlp", target, ignore=weights)
-    subprocess.run([sys.executable, str(target / "build.py")], check=True, capture_output=True)
-    spec = yaml.safe_load((target / "model.yaml").read_text())
-    spec["variant"]["scaling"]["retention_seconds"] = 3
-    (target / "model.yaml").write_text(yaml.safe_dump(spec))
-    return target / "model.yaml"
+    return new_example(tmp_path)

@@ -16,6 +16,7 @@ import httpx
 from .conftest import LocalPlatform
 
 INPUT = [[0.5, -1.0, 2.0, 0.25], [1.0, 1.0, 1.0, 1.0]]
+ERROR_PAUSE_S = 0.05
 
 
 def header_version(response: httpx.Response) -> str:
@@ -35,6 +36,8 @@ class Tally:
     errors: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     sent_at: list[float] = field(default_factory=list)
+    # A transport error's (sent, failed) times: whether a process died with it in flight.
+    errors_at: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def failures(self) -> list[str]:
@@ -63,15 +66,19 @@ class Tally:
 
 async def _client_loop(
     client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str],
-    stop: asyncio.Event, tally: Tally,
+    stop: asyncio.Event, tally: Tally, pause_s: float,
 ) -> None:
     loop = asyncio.get_running_loop()
     while not stop.is_set():
+        if pause_s:
+            await asyncio.sleep(pause_s)
         started = loop.time()
         try:
             response = await client.post(url, json=body, headers=headers)
         except httpx.HTTPError as exc:
             tally.errors.append(f"{type(exc).__name__}: {exc}")
+            tally.errors_at.append((started, loop.time()))
+            await asyncio.sleep(ERROR_PAUSE_S)  # a gateway that is down is not called hot
             continue
         tally.latencies_ms.append((loop.time() - started) * 1000)
         tally.sent_at.append(started)
@@ -86,14 +93,17 @@ async def calling(
     clients: int = 4,
     timeout: float = 60.0,
     version_of: Callable[[httpx.Response], str] = header_version,
+    pause_s: float = 0.0,
 ) -> AsyncIterator[Tally]:
-    """`clients` POST `body` to `url` for as long as the block runs; the tally fills as they
-    go."""
+    """`clients` POST `body` to `url` for as long as the block runs, each `pause_s` between
+    its answer and its next request; the tally fills as they go."""
     tally, stop = Tally(version_of), asyncio.Event()
     limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
         loops = [
-            asyncio.create_task(_client_loop(client, url, body, headers or {}, stop, tally))
+            asyncio.create_task(
+                _client_loop(client, url, body, headers or {}, stop, tally, pause_s)
+            )
             for _ in range(clients)
         ]
         try:
@@ -104,10 +114,12 @@ async def calling(
 
 
 @contextlib.asynccontextmanager
-async def load(platform: LocalPlatform, clients: int = 4) -> AsyncIterator[Tally]:
+async def load(
+    platform: LocalPlatform, clients: int = 4, pause_s: float = 0.0
+) -> AsyncIterator[Tally]:
     """Clients call the local contract through the gateway while the block runs."""
     url = f"{platform.gateway}/contracts/examples/mlp/v1/mlp/predict"
-    async with calling(url, {"input": INPUT}, clients=clients) as tally:
+    async with calling(url, {"input": INPUT}, clients=clients, pause_s=pause_s) as tally:
         yield tally
 
 

@@ -47,3 +47,12 @@ def test_gateway_bench() -> None:
     assert all(row[5] == "0" for row in rows)  # no errors on either side
     summary = out.split("gateway cost, medians of 1 interleaved round(s)")[1].splitlines()[2:]
     assert [line.split()[0] for line in summary if line.strip()] == ["1", "2"]
+
+
+def test_faults_bench() -> None:
+    out = run("-m", "bench.faults", "--kill-points", "2", "--seed", "3")
+    for title in ("faults by process killed", "faults by rollout kind", "failed, and why"):
+        assert title in out, out
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines()]
+    by_process = next(row for row in rows if row[:1] == ["all"])
+    assert by_process[1] == "2" and by_process[5] == "0", out  # two kill points, none stuck

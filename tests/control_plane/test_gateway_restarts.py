@@ -1,7 +1,7 @@
 """A replica that dies is replaced: requests in flight on it are sent again, new ones wait for
 the restart, and a runtime that keeps failing is retried under a growing backoff, requests
-meanwhile refused at once. The gateway process keeps its own time, so the backoff's growth is
-shown on its pools with a clock the test moves."""
+meanwhile refused at once once it grew past a short hold. The gateway process keeps its own
+time, so the backoff's growth is shown on its pools with a clock the test moves."""
 
 from __future__ import annotations
 
@@ -122,16 +122,16 @@ async def test_each_restart_of_a_runtime_that_keeps_failing_waits_longer() -> No
 
     await settled()
     refusal: RestartingError | None = None
-    for tenths in range(41):
+    for tenths in range(81):
         clock.now = tenths / 10
-        if tenths == 20:  # four failures: the next start is due at 3.5 s
+        if tenths == 40:  # five failures: the next start is due at 7.5 s, past the hold
             with pytest.raises(RestartingError) as refused:
                 await pools.wait(pool)
             refusal = refused.value
         pools.tick()
         await settled()
     await pools.close()
-    # At once after the first failure, then 0.5 s, 1 s and 2 s after the next ones.
-    assert supervisor.starts == [0.0, 0.0, 0.5, 1.5, 3.5]
-    assert refusal is not None and refusal.retry_after == 1.5
-    assert "keeps failing (4 in a row)" in str(refusal)
+    # At once after the first failure, then 0.5 s, 1 s, 2 s and 4 s after the next ones.
+    assert supervisor.starts == [0.0, 0.0, 0.5, 1.5, 3.5, 7.5]
+    assert refusal is not None and refusal.retry_after == 3.5
+    assert "keeps failing (5 in a row)" in str(refusal)

@@ -10,7 +10,7 @@ from forestflow_control_plane import names
 from forestflow_control_plane.platforms.local.platform import LocalPlatform
 from forestflow_control_plane.policies.gates import Metrics
 from forestflow_control_plane.rollouts.deploys import register
-from forestflow_control_plane.rollouts.engine import Action, Rollouts, StepCall
+from forestflow_control_plane.rollouts.engine import OVERDUE_GRACE_S, Action, Rollouts, StepCall
 from forestflow_control_plane.rollouts.gate_metrics import MetricsUnavailableError
 from forestflow_control_plane.rollouts.reconcile import reconcile_all
 from forestflow_control_plane.spec.model_file import ModelFile, validate_model_file
@@ -108,8 +108,10 @@ def test_canary_walks_its_steps_then_expires_the_replaced(world: Any) -> None:
     first = scheduled[-1]
     assert (first.at, first.version) == (1030.0, "v2")
     clock.now = 1010.0  # a step run early holds, and the early token is spent
+    events = store.events(C)
     rollouts.advance(C, "v2", first.token)
     assert store.get(C).contract.traffic == {"v1": 90, "v2": 10}
+    assert store.events(C) == events  # a step that holds is no transition: no event
     clock.now = 1030.0
     assert rollouts.advance(C, "v2", first.token)["traffic"] == {"v1": 90, "v2": 10}  # stale
     for want in ({"v1": 50, "v2": 50}, {"v1": 0, "v2": 100}):
@@ -234,7 +236,9 @@ def test_unreadable_metrics_hold_the_step_and_never_pass_it(
     store, _, scheduled, clock, rollouts = world
     gated_v2(store, rollouts)
     clock.now = 1060.0
+    events = len(store.events(C))
     rollouts.advance(C, "v2", scheduled[-1].token)
+    assert len(store.events(C)) == events
     record = store.get(C).contract
     assert record.traffic == {"v1": 90, "v2": 10}
     assert record.rollout is not None and record.rollout.gate is not None
@@ -297,9 +301,9 @@ def test_reconcile_runs_a_step_whose_job_was_lost(world: Any) -> None:
               who="t")
     rollouts.start(C, "v2")
     scheduled.clear()  # the scheduled step is lost
-    clock.now = 1030.0 + 29.0
+    clock.now = 1030.0 + OVERDUE_GRACE_S - 1
     assert rollouts.reconcile(C) == []
-    clock.now = 1030.0 + 31.0
+    clock.now = 1030.0 + OVERDUE_GRACE_S + 1
     assert rollouts.reconcile(C) == ["ran the overdue step of v2"]
     assert store.get(C).contract.traffic == {"v1": 0, "v2": 100}
     assert len(scheduled) == 1
@@ -338,7 +342,7 @@ def test_a_deploy_whose_start_job_was_lost_is_started_by_the_reconcile(
     canary = {"policy": "canary", "steps": [10, 100], "hold_seconds": 30}
     for version in ("v2", "v3"):
         register(store, variant(version, phase_in=canary), who="t")
-    clock.now += 29.0
+    clock.now += OVERDUE_GRACE_S - 1
     assert "started" not in " ".join(rollouts.reconcile(C))  # its job may be on its way
     clock.now += 2.0
     assert rollouts.reconcile(C) == [
@@ -350,3 +354,22 @@ def test_a_deploy_whose_start_job_was_lost_is_started_by_the_reconcile(
     assert snapshot.contract.traffic == {"v1": 90, "v3": 10}
     assert snapshot.variants["v2"].state is not VariantState.PENDING
     assert rollouts.reconcile(C) == []
+
+
+def test_a_lost_deploy_older_than_the_running_rollout_stays_superseded(
+    world: tuple[Store, MemoryPlatform, list[StepCall], Clock, Rollouts],
+) -> None:
+    """v2's start job was lost, and v3 was deployed and started since: starting v2 now
+    would abort the newer rollout."""
+    store, _, _, clock, rollouts = world
+    register(store, variant("v1"), who="t")
+    rollouts.start(C, "v1")
+    canary = {"policy": "canary", "steps": [10, 100], "hold_seconds": 30}
+    for version in ("v2", "v3"):
+        register(store, variant(version, phase_in=canary), who="t")
+        clock.now += 1.0
+    rollouts.start(C, "v3")
+    clock.now += OVERDUE_GRACE_S + 1
+    assert "started" not in " ".join(rollouts.reconcile(C))
+    record = store.get(C).contract.rollout
+    assert record is not None and (record.candidate, record.status.value) == ("v3", "running")

@@ -85,15 +85,15 @@ def policy_owner(snapshot: ContractSnapshot) -> VariantRecord | None:
 
 
 def unstarted(snapshot: ContractSnapshot, registered_before: float) -> list[str]:
-    """Variants deployed before `registered_before` that are still pending and not a
-    rollout's candidate: their start job was lost. Oldest first, as their jobs would have
-    run."""
+    """Variants deployed before `registered_before` that are still pending, and newer than
+    the rollout's candidate (an older one was superseded by it): their start job was lost.
+    Oldest first, as their jobs would have run."""
     record = snapshot.contract.rollout
-    candidate = record.candidate if record else None
+    current = snapshot.variants.get(record.candidate) if record else None
     pending = [
         v for v in snapshot.variants.values()
-        if v.state is VariantState.PENDING and v.version != candidate
-        and v.updated_at < registered_before
+        if v.state is VariantState.PENDING and v.updated_at < registered_before
+        and (current is None or (v.created_at, v.version) > (current.created_at, current.version))
     ]
     return [v.version for v in sorted(pending, key=lambda v: (v.created_at, v.version))]
 

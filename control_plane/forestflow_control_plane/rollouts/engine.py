@@ -35,9 +35,10 @@ from forestflow_control_plane.state.records import (
 )
 from forestflow_control_plane.state.store import ConflictError, NotFoundError, Store
 
-# A step this late past its time, or a deploy this long unstarted, has lost its job; the
-# reconcile runs it.
-OVERDUE_GRACE_S = 30.0
+# A step this late past its time, or a deploy this long unstarted, has lost its job (or
+# waits behind a long one); the reconcile runs it. Running one the job then runs too is
+# harmless: the step's token lets one of them move the rollout.
+OVERDUE_GRACE_S = 3.0
 
 
 class Action(StrEnum):
@@ -331,11 +332,13 @@ class Rollouts:
         who: str = "rollout",
     ) -> dict[str, Any]:
         outcome: list[StepResult | None] = [None]
+        prior: list[RolloutRecord | None] = [None]
 
         def apply_change(before: ContractSnapshot | None) -> ContractSnapshot:
             if before is None:
                 raise NotFoundError(f"contract {contract!r} not found")
             after, outcome[0] = change(before)
+            prior[0] = before.contract.rollout
             return after
 
         current = self._store.get(contract)
@@ -343,7 +346,8 @@ class Rollouts:
             after = current
         else:
             after = self._store.update(
-                contract, apply_change, who=who, what=lambda: _describe(version, outcome[0])
+                contract, apply_change, who=who,
+                what=lambda: _describe(version, outcome[0], prior[0]),
             )
             result = outcome[0]
             if result is not None and result.next_at is not None:
@@ -374,10 +378,21 @@ def _variant(snapshot: ContractSnapshot, version: str) -> VariantRecord:
     return snapshot.variants[version]
 
 
-def _describe(version: str, result: StepResult | None) -> str:
+def _describe(
+    version: str, result: StepResult | None, before: RolloutRecord | None
+) -> str | None:
+    """What the audit log says of a step; None for a step that holds where it was (a hold
+    not over, a gate undecided, a split not served yet): it rewrites the record, nothing
+    changes state."""
     if result is None:
         return f"rollout {version}"
     progress = result.progress
+    if (
+        before is not None
+        and before.candidate == version
+        and (before.progress.step, before.status) == (progress.step, progress.status)
+    ):
+        return None
     split = ", ".join(f"{v} {p}%" for v, p in sorted(result.split.items()))
     if progress.status is RolloutStatus.RUNNING:
         return f"rollout {version}: step {progress.step + 1}: {split}"

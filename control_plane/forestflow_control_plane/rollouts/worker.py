@@ -2,8 +2,9 @@
 periodic reconcile.
 
 Jobs run in the worker process itself (RQ's SimpleWorker), with the parts the composition
-root made once: no work horse is forked per job, so no fork happens after the reconcile
-thread started, and a job does not build a new platform client.
+root made once: no work horse is forked per job, and RQ's scheduler runs as a thread
+(scheduler.py), so the worker forks nothing once its threads started, and a job does not
+build a new platform client.
 
 RQ's scheduler holds a lock per queue for 61 s; a worker killed with SIGKILL keeps it that
 long and its scheduled rollout steps wait. At start, a lock whose holder was a process on
@@ -14,19 +15,27 @@ same host name and PID 1 again, and a worker just starting holds no lock yet.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
-from typing import Protocol
+import time
+from typing import Any, Protocol
 
 import psutil
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
 
 from forestflow_control_plane import names
 from forestflow_control_plane.rollouts import jobs
 from forestflow_control_plane.rollouts.reconcile import start_reconciler
+from forestflow_control_plane.rollouts.scheduler import start_scheduler
 from forestflow_control_plane.state.text import text
+
+log = logging.getLogger("forestflow.worker")
+RESTART_S = 1.0
 
 
 def release_stale_scheduler_locks(redis: Redis, queue_names: list[str]) -> list[str]:
@@ -59,14 +68,38 @@ class WorkerParts(jobs.JobParts, Protocol):
 
 
 def run_worker(parts: WorkerParts, reconcile_seconds: float) -> None:
-    """Work rollout jobs and their scheduled steps, and take part in the periodic reconcile."""
+    """Work rollout jobs and their scheduled steps, and take part in the periodic reconcile,
+    until asked to stop: a Redis that went away is waited for."""
     release_stale_scheduler_locks(parts.redis, [names.ROLLOUT_QUEUE])
     jobs.bind(parts)
-    stop = start_reconciler(parts.redis, parts.rollouts(), reconcile_seconds)
+    stops = [
+        start_scheduler(parts.redis, [names.ROLLOUT_QUEUE]),
+        start_reconciler(parts.redis, parts.rollouts(), reconcile_seconds),
+    ]
     try:
-        SimpleWorker([parts.queue], connection=parts.redis).work(with_scheduler=True)
+        while True:
+            worker = _Worker([parts.queue], connection=parts.redis)
+            with contextlib.suppress(RedisError):
+                worker.work()
+            if worker.stopping:
+                return
+            log.warning("the worker stopped on an error; working again in %g s", RESTART_S)
+            time.sleep(RESTART_S)
     finally:
-        stop.set()
+        for stop in stops:
+            stop.set()
+
+
+class _Worker(SimpleWorker):
+    """RQ's worker, saying whether it stopped because it was asked to: RQ's own loop also
+    ends, returning the same, on an error it did not expect (Redis lost while a job's
+    outcome was written), and the process should not end with it."""
+
+    stopping = False
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        super().request_stop(signum, frame)
 
 
 def _alive(pid: int) -> bool:

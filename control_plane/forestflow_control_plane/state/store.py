@@ -65,12 +65,13 @@ class Store:
         change: Change,
         *,
         who: str,
-        what: str | Callable[[], str],
+        what: str | Callable[[], str | None],
         expected_generation: int | None = None,
     ) -> ContractSnapshot:
         """Apply `change` to the stored snapshot as one compare-and-set transaction.
-        `what` may be a callable, read after `change` ran, to describe what it did. A write
-        that lost the race is tried again on what won (`change` is a function of the
+        `what` may be a callable, read after `change` ran, to describe what it did; None
+        from it is bookkeeping, no transition (a step that holds), and records no event. A
+        write that lost the race is tried again on what won (`change` is a function of the
         snapshot), a few times, backing off."""
 
         def attempt() -> ContractSnapshot:
@@ -81,9 +82,9 @@ class Store:
                 after = self._stamp(before, change(before))
                 pipe.multi()
                 self._write(pipe, before, after)
-                self._record(
-                    pipe, contract, who, what if isinstance(what, str) else what(), before, after
-                )
+                described = what if isinstance(what, str) else what()
+                if described is not None:
+                    self._record(pipe, contract, who, described, before, after)
                 pipe.execute()
                 return after
 

@@ -4,13 +4,13 @@ forward, count. Which replicas run is the pools' business; this module is the re
 the gateway's own endpoints (/healthz, /metrics) and the loops that keep routes and pools
 current.
 
-A request whose replica refused or dropped the connection before a byte of its answer came
-back (the replica just died, or closed a kept-alive connection as it was reused) is sent
-again, to another replica or a new one: inference is idempotent and the client has seen
-nothing. A replica that refused leaves the pool at once, so a dying replica costs a request
-at most its two resends. A third such failure, or one after part of an answer, is answered
-502; a variant that cannot start is answered 503 (with Retry-After while its restarts back
-off).
+A request whose replica refused, dropped or garbled the exchange before its whole answer
+came back (the replica just died, even halfway through its answer, or closed a kept-alive
+connection as it was reused) is sent again, to another replica or a new one: inference is
+idempotent, and the client has seen nothing, as answers are forwarded only once whole. A
+replica that refused leaves the pool at once, so a dying replica costs a request at most its
+two resends. A third such failure is answered 502; a variant that cannot start is answered
+503 (with Retry-After while its restarts back off).
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ class Gateway:
             except UpstreamError as exc:
                 await self._pools.lost(pool, member, exc.refused)
                 failed += 1
-                if failed == MAX_SENDS or exc.answered:
+                if failed == MAX_SENDS:
                     return await _respond(send, 502, {"error": f"variant {version}: {exc}"})
                 log.info("%s: sending again: %s", pool.key, exc)
                 continue

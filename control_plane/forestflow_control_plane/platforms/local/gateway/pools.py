@@ -54,6 +54,7 @@ SWAPPED_IN_PLACE = frozenset({"FF_MODEL_URI", "FF_MODEL_FORMAT"})
 MAX_WAITERS = 1000
 DRAIN_TIMEOUT_S = 60.0
 LOST_GRACE_S = 0.1
+HOLD_FOR_START_S = 2.0
 
 log = logging.getLogger("forestflow.pools")
 
@@ -190,13 +191,19 @@ class Pools:
 
     async def wait(self, pool: Pool) -> Member:
         """A member for a request that found none ready: join the start under way or begin
-        one. Raises HydrationError if it fails, RestartingError while backoff holds."""
+        one, once a backoff due within HOLD_FOR_START_S is over (a replica or two that died
+        young, killed say, costs a request some latency, not an error). Raises
+        HydrationError if the start fails, RestartingError while a longer backoff holds."""
         if pool.waiters >= MAX_WAITERS:
             raise OverloadedError(f"{pool.key}: {MAX_WAITERS} requests already waiting")
         pool.waiters += 1
         pool.loaded(1)
         try:
             while not pool.members:
+                due = pool.backoff.not_before - self._clock()
+                if pool.starting is None and 0 < due <= HOLD_FOR_START_S:
+                    await asyncio.sleep(due)
+                    continue
                 start = pool.starting or self._begin_start(pool, self._clock())
                 await _join(pool, start)
         finally:

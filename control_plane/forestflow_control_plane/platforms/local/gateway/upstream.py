@@ -2,8 +2,7 @@
 httptools (uvicorn's parser) reading the answers. It speaks what the gateway needs and no
 more: a buffered request out, a whole response back (content-length or chunked). A general
 client (aiohttp) spends several times the CPU per request on URL, header and timer objects
-the proxy never uses (bench/gateway_bench.py). It also knows whether any byte of an answer
-came back, which is what makes a retry safe."""
+the proxy never uses (bench/gateway_bench.py)."""
 
 from __future__ import annotations
 
@@ -16,13 +15,11 @@ CONNECT_TIMEOUT_S = 5.0
 
 
 class UpstreamError(ConnectionError):
-    """The replica refused, dropped or garbled the exchange. `answered` is False when not a
-    byte of a response came back: the request may be retried elsewhere. `refused` is True
-    when the connection was refused: nothing listens there any more."""
+    """The replica refused, dropped or garbled the exchange. `refused` is True when the
+    connection was refused: nothing listens there any more."""
 
-    def __init__(self, message: str, answered: bool, refused: bool = False) -> None:
+    def __init__(self, message: str, refused: bool = False) -> None:
         super().__init__(message)
-        self.answered = answered
         self.refused = refused
 
 
@@ -45,7 +42,6 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Answer] | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
-        self._answered = False
         self._head_only = False
 
     @property
@@ -55,7 +51,7 @@ class _Connection(asyncio.Protocol):
     def exchange(self, request: bytes, head_only: bool) -> asyncio.Future[Answer]:
         assert self.transport is not None
         self._waiter = asyncio.get_running_loop().create_future()
-        self._headers, self._body, self._answered = [], [], False
+        self._headers, self._body = [], []
         self._head_only = head_only
         self.transport.write(request)
         return self._waiter
@@ -76,7 +72,6 @@ class _Connection(asyncio.Protocol):
         self.closed = True  # the transport closes itself, and connection_lost follows
 
     def data_received(self, data: bytes) -> None:
-        self._answered = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -106,7 +101,7 @@ class _Connection(asyncio.Protocol):
     def _fail(self, why: str) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_exception(UpstreamError(why, self._answered))
+            waiter.set_exception(UpstreamError(why))
 
 
 class Upstream:
@@ -158,6 +153,6 @@ class Upstream:
             refused = isinstance(exc, ConnectionRefusedError)
             where = f"{self._host}:{self._port}"
             raise UpstreamError(
-                f"cannot connect to {where}: {exc}", answered=False, refused=refused
+                f"cannot connect to {where}: {exc}", refused=refused
             ) from None
         return connection
