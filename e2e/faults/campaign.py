@@ -123,7 +123,6 @@ class Campaign:
         return (statistics.median(times), max(times)) if times else (0.0, 0.0)
 
 
-
 def plan(seed: int, count: int) -> list[KillPoint]:
     """`count` kill points cycling through every (kind, target) pair, each cycle shuffled,
     each at its own drawn instant."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import http.server
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ class SlowFiles:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
@@ -66,6 +67,13 @@ class SlowFiles:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A replica killed mid-fetch hangs up: nothing to report. Anything else is."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class Maker:

@@ -1,6 +1,7 @@
 """Pools with a supervisor whose replicas are stand-ins: which failed replica leaves (one that
 refuses connections goes at once even while its process lingers; one that only dropped a
-connection stays), and how a changed template rolls."""
+connection stays), how a changed template rolls, and what a request waiting for a start
+meets when the start fails or the variant goes."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from forestflow_control_plane.knative.annotations import CONTRACT_LABEL, VERSION_LABEL
 from forestflow_control_plane.platforms.local.gateway.metrics import GatewayMetrics
-from forestflow_control_plane.platforms.local.gateway.pools import Pool, Pools
+from forestflow_control_plane.platforms.local.gateway.pools import Pool, Pools, RemovedError
 from forestflow_control_plane.platforms.local.supervisor import HydrationError, Replica, RuntimeSpec
 
 KEY = "fraud-scoring-v1"
@@ -161,4 +164,48 @@ async def test_an_artifact_swapped_in_place_does_not_roll(tmp_path: Path) -> Non
     pools.tick()
     await asyncio.sleep(0)
     assert pool.starting is None and len(supervisor.started) == 1
+    await pools.close()
+
+
+async def test_a_request_waits_through_one_start_that_fails_but_not_two(tmp_path: Path) -> None:
+    """A replica killed while it starts fails its start; the request waiting on it waits for
+    the next one. A second failure is answered."""
+    supervisor = FakeSupervisor(tmp_path)
+    failures = [HydrationError("exited before it was ready")]
+    started = supervisor.start
+
+    async def flaky(spec: RuntimeSpec, timeout: float) -> Replica:
+        if failures:
+            raise failures.pop()
+        return await started(spec, timeout)
+
+    supervisor.start = flaky  # type: ignore[method-assign]
+    pools = Pools(supervisor, GatewayMetrics(lambda: []), hydrate_timeout=5)  # type: ignore[arg-type]
+    pools.sync({KEY: service(min_scale=0)})
+    pool = pools.get(KEY)
+    assert pool is not None
+    member = await asyncio.wait_for(pools.wait(pool), 10)
+    assert member.replica is supervisor.started[0] and pool.backoff.failures == 1
+    pool.give_back(member)
+    await pools.lost(pool, member, refused=True)  # it dies, and every start from now fails
+    failures += [HydrationError("bad weights"), HydrationError("bad weights")]
+    with pytest.raises(HydrationError, match="bad weights"):
+        await asyncio.wait_for(pools.wait(pool), 10)
+    await pools.close()
+
+
+async def test_a_request_waiting_on_a_variant_that_leaves_is_told_to_route_again(
+    tmp_path: Path,
+) -> None:
+    supervisor = FakeSupervisor(tmp_path)
+    supervisor.release.clear()  # its start hangs
+    pools = Pools(supervisor, GatewayMetrics(lambda: []), hydrate_timeout=5)  # type: ignore[arg-type]
+    pools.sync({KEY: service(min_scale=0)})
+    pool = pools.get(KEY)
+    assert pool is not None
+    waiting = asyncio.ensure_future(pools.wait(pool))
+    await _until(lambda: pool.starting is not None)
+    pools.sync({})  # the rollout rolled back: its Service is gone
+    with pytest.raises(RemovedError):
+        await asyncio.wait_for(waiting, 5)
     await pools.close()

@@ -34,11 +34,14 @@ from forestflow_control_plane.platforms.local.gateway.pools import (
     OverloadedError,
     Pool,
     Pools,
+    RemovedError,
     RestartingError,
 )
 from forestflow_control_plane.platforms.local.gateway.routing import (
     Draws,
+    Match,
     RouteTable,
+    Target,
     build_table,
     match_request,
 )
@@ -211,12 +214,10 @@ class Gateway:
             await _respond(send, 404, {"error": f"no contract matches {host}{path}"})
             return
         match = self._table.refine(match)
-        target = self._table.resolve(match, self._draws, headers)
-        pool = self._pools.get(target.service) if target is not None else None
-        if target is None or pool is None:
-            what = "service" if match.service else "contract"
-            await _respond(send, 404, {"error": f"{what} {match.name} has no traffic"})
-            return
+        routed = self._route(match, headers)
+        if routed is None:
+            return await _no_traffic(send, match)
+        target, pool = routed
         try:
             body = await _read_body(receive, headers, self._settings.max_request_bytes)
         except TooLargeError as exc:
@@ -224,14 +225,28 @@ class Gateway:
             pool.metrics.answered(status, time.perf_counter() - began)
             return
         request = _request(scope, match.path, body)
-        status = await self._proxy(pool, request, target.version, scope["method"], send)
+        while True:
+            try:
+                status = await self._proxy(pool, request, target.version, scope["method"], send)
+                break
+            except RemovedError as exc:  # it left the Route while the request waited for it
+                log.info("routing again: %s", exc)
+                if (routed := self._route(match, headers)) is None:
+                    return await _no_traffic(send, match)
+                target, pool = routed
         pool.metrics.answered(status, time.perf_counter() - began)
+
+    def _route(self, match: Match, headers: dict[bytes, bytes]) -> tuple[Target, Pool] | None:
+        """Where the Route sends the request now: the version and its pool."""
+        target = self._table.resolve(match, self._draws, headers)
+        pool = self._pools.get(target.service) if target is not None else None
+        return None if target is None or pool is None else (target, pool)
 
     async def _proxy(
         self, pool: Pool, request: bytes, version: str, method: str, send: Send
     ) -> int:
         """Forward to a replica, again after a fresh failure (see the module's docstring);
-        return the status sent."""
+        return the status sent. RemovedError: the variant went before a replica took it."""
         failed = 0
         while True:
             member = pool.take()
@@ -273,6 +288,11 @@ class Gateway:
             await send({"type": "http.response.start", "status": answer.status, "headers": out})
             await send({"type": "http.response.body", "body": answer.body})
             return answer.status
+
+
+async def _no_traffic(send: Send, match: Match) -> None:
+    what = "service" if match.service else "contract"
+    await _respond(send, 404, {"error": f"{what} {match.name} has no traffic"})
 
 
 def _answer_timeout_s(pool: Pool) -> float:

@@ -7,8 +7,9 @@ min-scale replicas stay warm, load beyond the target adds replicas up to max-sca
 idle variant goes to zero after its retention period. A replica takes traffic only once ready
 and leaves it before it stops: it is drained (no request in flight is dropped), then stopped.
 A replica whose process dies leaves at once; it is restarted when the variant still wants it,
-under backoff.py's delays, and while those delays run a request that finds no replica is
-answered at once (RestartingError) rather than held through them.
+under backoff.py's delays. A request that finds no replica waits out a delay of up to
+HOLD_FOR_START_S and one failed start; past that it is answered at once (RestartingError,
+HydrationError) rather than held through a runtime that keeps failing.
 
 A Service whose template changes rolls as a new Knative revision would: one replica of the
 new template starts beside the old ones, then the oldest-template replica drains, one at a
@@ -24,7 +25,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from forestflow_control_plane.knative.annotations import VERSION_LABEL
@@ -35,6 +36,7 @@ from forestflow_control_plane.platforms.local.gateway.metrics import (
     VariantGauges,
     VariantMetrics,
 )
+from forestflow_control_plane.platforms.local.gateway.templates import runtime_spec, stale
 from forestflow_control_plane.platforms.local.gateway.upstream import Upstream
 from forestflow_control_plane.platforms.local.supervisor import (
     HydrationError,
@@ -49,18 +51,22 @@ from forestflow_control_plane.policies.autoscaling import (
     desired_replicas,
 )
 
-# What an in-place swap changes in the template after loading it into every running replica.
-SWAPPED_IN_PLACE = frozenset({"FF_MODEL_URI", "FF_MODEL_FORMAT"})
 MAX_WAITERS = 1000
 DRAIN_TIMEOUT_S = 60.0
 LOST_GRACE_S = 0.1
 HOLD_FOR_START_S = 2.0
+MAX_STARTS = 2  # a request waits through at most this many starts that fail
 
 log = logging.getLogger("forestflow.pools")
 
 
 class OverloadedError(RuntimeError):
     """Too many requests are already waiting for this variant to hydrate."""
+
+
+class RemovedError(LookupError):
+    """The variant's Service went while a request waited for its replica (a rollout rolled
+    back, say): the request is routed again, by the Route as it is now."""
 
 
 class RestartingError(RuntimeError):
@@ -191,13 +197,15 @@ class Pools:
 
     async def wait(self, pool: Pool) -> Member:
         """A member for a request that found none ready: join the start under way or begin
-        one, once a backoff due within HOLD_FOR_START_S is over (a replica or two that died
-        young, killed say, costs a request some latency, not an error). Raises
-        HydrationError if the start fails, RestartingError while a longer backoff holds."""
+        one, once a backoff due within HOLD_FOR_START_S is over, and one more if that start
+        fails (a replica or two that died young, killed say, cost a request some latency,
+        not an error). Raises HydrationError if the starts fail, RestartingError while a
+        longer backoff holds, RemovedError if the variant goes meanwhile."""
         if pool.waiters >= MAX_WAITERS:
             raise OverloadedError(f"{pool.key}: {MAX_WAITERS} requests already waiting")
         pool.waiters += 1
         pool.loaded(1)
+        failed = 0
         try:
             while not pool.members:
                 due = pool.backoff.not_before - self._clock()
@@ -205,7 +213,12 @@ class Pools:
                     await asyncio.sleep(due)
                     continue
                 start = pool.starting or self._begin_start(pool, self._clock())
-                await _join(pool, start)
+                try:
+                    await _join(pool, start)
+                except HydrationError:
+                    failed += 1
+                    if failed == MAX_STARTS:
+                        raise
         finally:
             pool.waiters -= 1
             pool.loaded(-1)
@@ -255,14 +268,14 @@ class Pools:
         if pool.removed or pool.starting is not None:
             return
         wanted, ready = pool.desired(now), len(pool.members)
-        rolling = ready == wanted and any(_stale(m, pool.spec) for m in pool.members)
+        rolling = ready == wanted and any(stale(m.spec, pool.spec) for m in pool.members)
         if (ready < wanted or rolling) and pool.backoff.allows(now):
             self._begin_start(pool, now)
         elif ready > wanted:
             # Going to zero drains them all; scaling down drains an old template's replica
             # first, then the least busy, the newest of equals.
             def order(member: Member) -> tuple[bool, int, float]:
-                return (not _stale(member, pool.spec), member.inflight, -member.started_at)
+                return (not stale(member.spec, pool.spec), member.inflight, -member.started_at)
 
             surplus = pool.members if wanted == 0 else [min(pool.members, key=order)]
             for member in list(surplus):
@@ -371,29 +384,9 @@ async def _join(pool: Pool, start: asyncio.Task[Member]) -> Member:
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if start.cancelled() and (task is None or not task.cancelling()):
-            raise HydrationError(f"{pool.key}: the variant was removed while it started") from None
+            raise RemovedError(f"{pool.key}: the variant was removed while it started") from None
         raise
 
 
 def _inflight(member: Member) -> int:
     return member.inflight
-
-
-def _stale(member: Member, spec: RuntimeSpec) -> bool:
-    """The member was started from an older template than `spec`, other than in what an
-    in-place swap has loaded into it since."""
-    if member.spec == spec:
-        return False
-    return _beyond_swaps(member.spec) != _beyond_swaps(spec)
-
-
-def _beyond_swaps(spec: RuntimeSpec) -> RuntimeSpec:
-    env = {k: v for k, v in spec.env.items() if k not in SWAPPED_IN_PLACE}
-    return replace(spec, env=env)
-
-
-def runtime_spec(key: str, service: dict[str, Any]) -> RuntimeSpec:
-    container = service["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in container.get("env", [])}
-    ready = container.get("readinessProbe", {}).get("httpGet", {}).get("path", "/v2/health/ready")
-    return RuntimeSpec(service=key, env=env, ready_path=ready)
