@@ -55,7 +55,7 @@ build() {  # name, Dockerfile, context, build arguments...
     rm -rf "${out:?}/$name"
     mkdir -p "$out"
     "${buildah[@]}" push --quiet "localhost/forestflow-$name:dev" "oci:$out/$name:latest"
-    "${buildah[@]}" rmi --quiet "localhost/forestflow-$name:dev" >/dev/null  # kept as the layout
+    "${buildah[@]}" rmi "localhost/forestflow-$name:dev" >/dev/null  # kept as the layout
     echo "$out/$name"
 }
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from redis import Redis
 from rq import Queue, SimpleWorker
+from rq.job import Job
 
 from forestflow_control_plane import names
 from forestflow_control_plane.api.app import create_app
@@ -69,6 +70,8 @@ def test_deploy_stores_and_enqueues_the_rollout(
     contract = api.get("/v1/contracts/examples/mlp").json()
     assert [v["version"] for v in contract["variants"]] == ["v1"]
     assert api.get(f"/v1/jobs/{response.json()['job']}").json()["status"] == "queued"
+    job = Job.fetch(response.json()["job"], connection=redis)
+    assert job.retries_left == 3 and job.retry_intervals == [1, 2, 4]  # a failed job runs again
 
     assert deploy(api, model_yaml).status_code == 202  # the same file again: no change
     variant = model_yaml["variant"]

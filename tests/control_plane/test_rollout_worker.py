@@ -1,5 +1,6 @@
-"""Rollouts on real RQ workers: a canary walks its steps through RQ's scheduler, and a
-worker SIGKILLed mid-rollout leaves a consistent split that a new worker carries on."""
+"""Rollouts on real RQ workers: a canary walks its steps through RQ's scheduler, a worker
+SIGKILLed mid-rollout leaves a consistent split that a new worker carries on, and the job it
+was running is queued again."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from pathlib import Path
 import pytest
 from redis import Redis
 from rq import Queue
+from rq.job import JobStatus
+from rq.registry import StartedJobRegistry
 
 from forestflow_control_plane import names
 from forestflow_control_plane.rollouts.deploys import register
 from forestflow_control_plane.rollouts.jobs import start_rollout
+from forestflow_control_plane.rollouts.worker import requeue_jobs_of_dead_workers
 from forestflow_control_plane.state.store import Store
 from tests.support import eventually
 
@@ -99,3 +103,21 @@ def test_the_worker_reconciles_drift_on_the_platform(
     eventually(
         lambda: redis.hget(names.LOCAL_ROUTES, route) == wanted, what="the reconcile to restore it"
     )
+
+
+def test_a_job_whose_worker_died_is_queued_again_by_the_next_worker(
+    redis: Redis, start_worker: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    """RQ would call the job abandoned only once its timeout passed: minutes of a swap that
+    never began."""
+    queue = Queue(names.ROLLOUT_QUEUE, connection=redis)
+    job = queue.enqueue("time.sleep", 30, job_timeout=600)
+    first = start_worker()
+    eventually(lambda: job.get_status() == JobStatus.STARTED, what="the job to start")
+    assert requeue_jobs_of_dead_workers(redis, queue) == []  # its worker is alive
+    kill_group(first)
+    assert requeue_jobs_of_dead_workers(redis, queue) == [job.id]
+    assert job.get_status() == JobStatus.QUEUED and job.id in queue.job_ids
+    assert StartedJobRegistry(queue=queue).get_job_ids(cleanup=False) == []
+    start_worker()  # it does the same at its start, and runs the job again
+    eventually(lambda: job.get_status() == JobStatus.STARTED, what="the job to run again")

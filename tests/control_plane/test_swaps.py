@@ -77,12 +77,14 @@ def serving(redis: Redis, weights: Path, urls: list[str]) -> tuple[Store, Memory
     return store, platform
 
 
-async def swap(store: Store, platform: MemoryPlatform, model: ModelFile) -> dict[str, Any]:
+async def swap(
+    store: Store, platform: MemoryPlatform, model: ModelFile, job: str | None = None
+) -> dict[str, Any]:
     wanted = swap_of(store.get(C), model)
     assert wanted is not None
     with httpx.Client() as client:
         in_place = InPlace(store, platform, platform.replica_urls, client)
-        return await asyncio.to_thread(in_place.run, C, "v1", wanted)
+        return await asyncio.to_thread(in_place.run, C, "v1", wanted, job)
 
 
 async def test_new_weights_reach_every_replica_then_the_spec(
@@ -128,6 +130,26 @@ async def test_the_first_failure_reverts_the_replicas_already_swapped(
     variant = store.get(C).variants["v1"]
     assert variant.spec["model"]["uri"].endswith("mlp.safetensors")
     assert "revision" not in variant.spec
+
+
+async def test_a_job_run_again_does_not_begin_its_swap_twice_but_a_new_deploy_does(
+    redis: Redis, weights: Path, replicas: list[str]
+) -> None:
+    """A job its dead worker had started is queued again (rollouts/worker.py): once it has
+    begun its swap, a second run leaves the rollout as the first (or the reconcile) left it.
+    The user deploying the same weights again is another job: it swaps."""
+    store, platform = serving(redis, weights, replicas)
+    gone = f"http://127.0.0.1:{free_port()}"
+    platform.replicas[(C, "v1")] = [replicas[0], gone]
+    new = model_file(weights, "new.safetensors")
+    first = await swap(store, platform, new, job="job-1")
+    assert first["rollout"]["progress"]["status"] == "rolled_back"
+    platform.replicas[(C, "v1")] = replicas  # the replica is back
+    again = await swap(store, platform, new, job="job-1")
+    assert again["rollout"] == first["rollout"]
+    retried = await swap(store, platform, new, job="job-2")
+    assert retried["rollout"]["progress"]["status"] == "succeeded"
+    assert retried["rollout"]["token"] == first["rollout"]["token"] + 1
 
 
 async def test_weights_that_do_not_load_leave_every_replica_as_it_was(

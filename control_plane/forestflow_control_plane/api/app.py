@@ -36,6 +36,7 @@ from forestflow_control_plane.policies.lifecycle import refuse_while_serving, re
 from forestflow_control_plane.rollouts.deploys import register, swap_of
 from forestflow_control_plane.rollouts.engine import Action, Rollouts
 from forestflow_control_plane.rollouts.jobs import (
+    JOB_RETRY,
     rq_realise,
     rq_schedule,
     start_rollout,
@@ -181,12 +182,13 @@ def create_app(parts: ApiParts, tokens: Tokens) -> FastAPI:
         if swap is not None:
             job = state.queue.enqueue(
                 swap_in_place, model.contract.name, model.variant.version, swap,
-                job_timeout=JOB_TIMEOUT_S, description=f"in-place swap {target}",
+                job_timeout=JOB_TIMEOUT_S, retry=JOB_RETRY,
+                description=f"in-place swap {target}",
             )
         else:
             job = state.queue.enqueue(
                 start_rollout, model.contract.name, model.variant.version,
-                job_timeout=JOB_TIMEOUT_S, description=f"rollout {target}",
+                job_timeout=JOB_TIMEOUT_S, retry=JOB_RETRY, description=f"rollout {target}",
             )
         return {
             "contract": model.contract.name,

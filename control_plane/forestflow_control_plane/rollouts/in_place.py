@@ -68,19 +68,22 @@ class InPlace:
         self._client = client
         self._clock = clock
 
-    def run(self, contract: str, version: str, model: dict[str, Any]) -> dict[str, Any]:
+    def run(
+        self, contract: str, version: str, model: dict[str, Any], job: str | None = None
+    ) -> dict[str, Any]:
         """Swap `model` into every replica of the variant; the rollout record says how it
-        went. Running it again after it succeeded changes nothing."""
+        went. Running it again after it succeeded, or as the same `job` once that began its
+        swap (a job queued again after its worker died), changes nothing."""
         snapshot = self._store.get(contract)
         variant = snapshot.variants.get(version)
         if variant is None:
             raise NotFoundError(f"variant {contract}@{version} not found")
-        old = variant.spec["model"]
-        if old == model:
+        old, record = variant.spec["model"], snapshot.contract.rollout
+        if old == model or (job is not None and record is not None and record.job == job):
             return _view(snapshot)
         try:
             with held(self._store.swap_lease(contract, LEASE_S)) as lost:
-                return self._run(contract, version, old, model, lost)
+                return self._run(contract, version, old, model, lost, job)
         except LeaseHeldError:
             raise ConflictError(
                 f"an in-place swap of {contract} is running; let it finish or abort it first"
@@ -93,8 +96,9 @@ class InPlace:
         old: dict[str, Any],
         model: dict[str, Any],
         lost: threading.Event,
+        job: str | None,
     ) -> dict[str, Any]:
-        snapshot = self._begin(contract, version, model)
+        snapshot = self._begin(contract, version, model, job)
         record = snapshot.contract.rollout
         assert record is not None
         token, name = record.token, names.model_name(contract)
@@ -206,7 +210,9 @@ class InPlace:
         except TrialError as exc:
             raise SwapFailedError(f"the new weights did not start: {exc}") from exc
 
-    def _begin(self, contract: str, version: str, model: dict[str, Any]) -> ContractSnapshot:
+    def _begin(
+        self, contract: str, version: str, model: dict[str, Any], job: str | None
+    ) -> ContractSnapshot:
         now = self._clock()
 
         def change(before: ContractSnapshot | None) -> ContractSnapshot:
@@ -228,7 +234,7 @@ class InPlace:
                 version, dict(before.contract.traffic), 0, now, now, reason="swapping weights"
             )
             token = (record.token if record else 0) + 1
-            rollout = RolloutRecord(progress, token, strategy="in_place", model=model)
+            rollout = RolloutRecord(progress, token, strategy="in_place", model=model, job=job)
             return replace(before, contract=replace(before.contract, rollout=rollout))
 
         return self._store.update(

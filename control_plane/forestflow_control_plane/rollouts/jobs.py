@@ -12,12 +12,15 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
-from rq import Queue
+from rq import Queue, Retry, get_current_job
 
 from forestflow_control_plane.rollouts.engine import Rollouts, Schedule, StepCall
 from forestflow_control_plane.rollouts.in_place import InPlace
 
 JOB_TIMEOUT_S = 600
+# A job that failed (Redis gone as it ran, a race lost past the store's own retries) runs
+# again, as every rollout job may.
+JOB_RETRY = Retry(max=3, interval=[1, 2, 4])
 
 
 class JobParts(Protocol):
@@ -52,8 +55,9 @@ def advance_rollout(contract: str, version: str, token: int) -> dict[str, Any]:
 
 def swap_in_place(contract: str, version: str, model: dict[str, Any]) -> dict[str, Any]:
     """Enqueued by an in-place deploy."""
+    job = get_current_job()
     with httpx.Client() as client:
-        return _parts().in_place(client).run(contract, version, model)
+        return _parts().in_place(client).run(contract, version, model, job.id if job else None)
 
 
 def realise(contract: str) -> bool:
@@ -63,7 +67,7 @@ def realise(contract: str) -> bool:
 
 def rq_realise(queue: Queue) -> Callable[[str], None]:
     def enqueue(contract: str) -> None:
-        queue.enqueue(realise, contract, job_timeout=JOB_TIMEOUT_S,
+        queue.enqueue(realise, contract, job_timeout=JOB_TIMEOUT_S, retry=JOB_RETRY,
                       description=f"apply {contract}")
 
     return enqueue
@@ -77,7 +81,7 @@ def rq_schedule(queue: Queue) -> Schedule:
             call.contract,
             call.version,
             call.token,
-            job_timeout=JOB_TIMEOUT_S,
+            job_timeout=JOB_TIMEOUT_S, retry=JOB_RETRY,
             description=f"rollout step {call.contract}@{call.version} #{call.token}",
         )
 

@@ -84,7 +84,8 @@ class GateVerdict:
 class RolloutRecord:
     """The contract's current (or last) rollout. `token` names the one scheduled step that
     may still move it; `next_at` is when that step runs (None: nothing is scheduled). An
-    in-place swap carries the artifact it swaps in as `model`."""
+    in-place swap carries the artifact it swaps in as `model`, and the job that began it
+    as `job` (a job run again does not begin it twice)."""
 
     progress: RolloutProgress
     token: int
@@ -92,6 +93,7 @@ class RolloutRecord:
     strategy: Strategy = "revision"
     model: dict[str, Any] | None = None
     gate: GateVerdict | None = None
+    job: str | None = None
 
     @property
     def candidate(self) -> str:
@@ -118,6 +120,8 @@ class RolloutRecord:
             data["model"] = self.model
         if self.gate is not None:
             data["gate"] = self.gate.to_dict()
+        if self.job is not None:
+            data["job"] = self.job
         return data
 
     @classmethod
@@ -130,6 +134,7 @@ class RolloutRecord:
             strategy=data.get("strategy", "revision"),
             model=data.get("model"),
             gate=None if gate is None else GateVerdict(gate["passed"], gate["reason"], gate["at"]),
+            job=data.get("job"),
         )
 
 
