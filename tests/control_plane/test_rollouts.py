@@ -331,17 +331,24 @@ def test_a_reconcile_pass_removes_what_a_deleted_contract_left_on_the_platform(
     assert reconcile_all(rollouts, store.contracts()) == {}
 
 
+def v1_then_canaries(world: Any, versions: tuple[str, ...], apart_s: float = 0.0) -> None:
+    """v1 serving, then canaries of `versions` deployed `apart_s` apart, none started."""
+    store, _, _, clock, rollouts = world
+    register(store, variant("v1"), who="t")
+    rollouts.start(C, "v1")
+    canary = {"policy": "canary", "steps": [10, 100], "hold_seconds": 30}
+    for version in versions:
+        register(store, variant(version, phase_in=canary), who="t")
+        clock.now += apart_s
+
+
 def test_a_deploy_whose_start_job_was_lost_is_started_by_the_reconcile(
     world: tuple[Store, MemoryPlatform, list[StepCall], Clock, Rollouts],
 ) -> None:
     """A crash between the deploy's write and its enqueue: the variant is stored pending
     and no job will ever start it."""
     store, _, _, clock, rollouts = world
-    register(store, variant("v1"), who="t")
-    rollouts.start(C, "v1")
-    canary = {"policy": "canary", "steps": [10, 100], "hold_seconds": 30}
-    for version in ("v2", "v3"):
-        register(store, variant(version, phase_in=canary), who="t")
+    v1_then_canaries(world, ("v2", "v3"))
     clock.now += OVERDUE_GRACE_S - 1
     assert "started" not in " ".join(rollouts.reconcile(C))  # its job may be on its way
     clock.now += 2.0
@@ -362,12 +369,7 @@ def test_a_lost_deploy_older_than_the_running_rollout_stays_superseded(
     """v2's start job was lost, and v3 was deployed and started since: starting v2 now
     would abort the newer rollout."""
     store, _, _, clock, rollouts = world
-    register(store, variant("v1"), who="t")
-    rollouts.start(C, "v1")
-    canary = {"policy": "canary", "steps": [10, 100], "hold_seconds": 30}
-    for version in ("v2", "v3"):
-        register(store, variant(version, phase_in=canary), who="t")
-        clock.now += 1.0
+    v1_then_canaries(world, ("v2", "v3"), apart_s=1.0)
     rollouts.start(C, "v3")
     clock.now += OVERDUE_GRACE_S + 1
     assert "started" not in " ".join(rollouts.reconcile(C))
